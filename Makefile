@@ -1,0 +1,34 @@
+# Each target does its own set-up: a virtual environment in .venv, the project installed in it,
+# and real PostgreSQL and Redis servers started for the command unless DATABASE_URL / REDIS_URL
+# point at running ones (devtools/services.py).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WITH_SERVICES := $(PY) -m devtools.services --
+ROWS ?= 20000
+BENCH_ARGS ?=
+
+.PHONY: venv demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(WITH_SERVICES) $(VENV)/bin/uuid-migrate demo --rows $(ROWS)
+
+test: venv
+	$(WITH_SERVICES) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(WITH_SERVICES) $(PY) -m devtools.bench $(BENCH_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info

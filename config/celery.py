@@ -1,0 +1,39 @@
+"""Celery configuration derived from Settings; shared by the workers and the producer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+
+#: Result keys live this long; long enough for any chord of a long run to finish.
+RESULT_EXPIRES_S = 7 * 24 * 3600
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.redis_url,
+        "task_default_queue": settings.queue,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # A batch is acknowledged only once done, and comes back if its worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "result_expires": RESULT_EXPIRES_S,
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_app(settings: Settings, main: str = "uuid_migrate") -> Celery:
+    app = Celery(main)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,80 @@
+"""The only module that reads the environment. Everything else receives a Settings object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from uuid_migrate.errors import ConfigError
+
+#: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise (the seed's default).
+DEFAULT_BATCH_SIZE = 1000
+#: Broker queue of our tasks, so the tool can share a broker with an application's own workers.
+DEFAULT_QUEUE = "uuid_migrate"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: DDL waits at most this long for its lock, so it never queues behind a long transaction.
+DEFAULT_LOCK_TIMEOUT_MS = 2000
+#: A batch statement running longer than this is cancelled (0: no limit).
+DEFAULT_STATEMENT_TIMEOUT_MS = 0
+#: Batches sent per chord; bounds producer memory and queue length for any table size.
+DEFAULT_DISPATCH_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the tool needs to know about its surroundings."""
+
+    database_url: str | None
+    redis_url: str
+    broker_url: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+    queue: str = DEFAULT_QUEUE
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
+    dispatch_page: int = DEFAULT_DISPATCH_PAGE
+
+    def require_database(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set: point it at the database to migrate")
+        return self.database_url
+
+    def with_overrides(self, **values: Any) -> Settings:
+        return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (or the mapping given), validated."""
+    env = os.environ if env is None else env
+    redis_url = env.get("REDIS_URL") or DEFAULT_REDIS_URL
+    return Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        redis_url=redis_url,
+        broker_url=env.get("BROKER_URL") or redis_url,
+        batch_size=_positive_int(env, "BATCH_SIZE", DEFAULT_BATCH_SIZE),
+        queue=env.get("UUID_MIGRATE_QUEUE") or DEFAULT_QUEUE,
+        lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
+        statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS),
+        dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value

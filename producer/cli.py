@@ -1,0 +1,167 @@
+"""`uuid-migrate`: argument parsing and the only place errors become messages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+
+from config.settings import load_settings
+from producer import commands, demo
+from uuid_migrate.db import mask_secrets
+from uuid_migrate.errors import ConfigError, MigrateError
+from uuid_migrate.ledger import SUCCEEDED
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Move a live PostgreSQL database from string primary keys to UUIDs, additively: every
+string-keyed table gains uuid_id, every reference gains <column>_uuid_id, and id_mappings
+records old -> new. Work is split into key-range batches run by Celery workers.
+
+Settings come from DATABASE_URL, REDIS_URL, BROKER_URL (default: REDIS_URL) and BATCH_SIZE."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uuid-migrate",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plan", help="print the migration plan (TOML) discovered from the catalog")
+    _plan_options(p)
+
+    p = sub.add_parser("run", help="plan (or resume) a run and enqueue its batches")
+    _plan_options(p)
+    p.add_argument(
+        "--batch-size", type=_positive, help="rows per batch (default: BATCH_SIZE or 1000)"
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=0,
+        help="also start N Celery workers on this machine (implies --wait)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="show live progress; exit 0 only when every table succeeded",
+    )
+
+    p = sub.add_parser("status", help="checkpoint per table of the latest run")
+    p.add_argument("--json", action="store_true", help="print JSON (the seed's checkpoint shape)")
+
+    p = sub.add_parser("demo", help="migrate a generated clinic database of its own")
+    p.add_argument(
+        "--rows", type=_positive, default=20_000, help="users to generate (default 20000)"
+    )
+    p.add_argument("--workers", type=_positive, default=2, help="local workers (default 2)")
+    p.add_argument("--keep", action="store_true", help="keep the demo database afterwards")
+    return parser
+
+
+def _plan_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plan", metavar="FILE", help="a plan file (or the name of a shipped plan)")
+    p.add_argument("--schema", default="public", help="schema to discover (default public)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.command == "plan":
+        sys.stdout.write(commands.plan(settings, args.plan, args.schema))
+        return EXIT_OK
+    if args.command == "run":
+        settings = settings.with_overrides(batch_size=args.batch_size)
+        result = commands.run(settings, args.plan, args.schema, args.workers, args.wait)
+        return _report_run(result)
+    if args.command == "status":
+        return _print_status(commands.status(settings), args.json)
+    if args.command == "demo":
+        return demo.demo(settings, args.rows, args.workers, args.keep)
+    raise ConfigError(f"unknown command {args.command}")
+
+
+def _report_run(result: commands.RunResult) -> int:
+    if result.status == "running":
+        print(
+            f"run {result.run_id} enqueued; start workers with `celery -A worker worker` "
+            "and follow it with `uuid-migrate status`"
+        )
+        return EXIT_OK
+    print(f"run {result.run_id} {result.status}")
+    if result.status != SUCCEEDED:
+        print("see `uuid-migrate status` for the failed batches and their errors")
+    return EXIT_OK if result.status == SUCCEEDED else EXIT_FAILED
+
+
+def _print_status(status: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(status, indent=2, default=str))
+        return EXIT_OK
+    if status["run"] is None:
+        print("no migration run recorded in this database")
+        return EXIT_OK
+    print(
+        f"run {status['run']}: {status['status']}"
+        + (f" ({status['message']})" if status["message"] else "")
+    )
+    for cp in status["tables"]:
+        print(
+            f"  {cp['stage']:<28} {cp['status']:<12} {cp['processedCount']:>12,}/{cp['totalCount']:<12,} "
+            f"last id {cp['lastProcessedId']!s:<36} errors {cp['errorCount']}"
+        )
+    report = status.get("validation")
+    if report:
+        print(
+            f"validation: {report['overallStatus']} ({report['summary']['passed']}/"
+            f"{report['summary']['totalChecks']} checks passed)"
+        )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return dispatch(args)
+    except MigrateError as exc:
+        return _fail(str(exc))
+    except psycopg2.Error as exc:
+        return _fail(f"PostgreSQL: {_first_line(exc)}")
+    except redis.RedisError as exc:
+        return _fail(f"Redis: {_first_line(exc)}")
+    except BrokerError as exc:
+        return _fail(f"broker unreachable: {_first_line(exc)}")
+    except KeyboardInterrupt:
+        return _fail("interrupted; `uuid-migrate run` resumes the same run", code=130)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return mask_secrets(lines[0]) if lines else type(exc).__name__
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"uuid-migrate: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

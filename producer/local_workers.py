@@ -1,0 +1,100 @@
+"""Real Celery worker processes on this machine, for a one-machine run (`--workers N`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from config.settings import Settings
+
+#: How long workers get to finish their current batch when asked to stop.
+STOP_GRACE_S = 20
+
+
+class LocalWorkers:
+    """N worker nodes (one process each plus its pool child), logging to a temporary directory."""
+
+    def __init__(self, settings: Settings, count: int, log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.count = count
+        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="uuid-migrate-workers-"))
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATABASE_URL": self.settings.require_database(),
+                "REDIS_URL": self.settings.redis_url,
+                "BROKER_URL": self.settings.broker_url,
+                "UUID_MIGRATE_QUEUE": self.settings.queue,
+                "STATEMENT_TIMEOUT_MS": str(self.settings.statement_timeout_ms),
+                "DISPATCH_PAGE": str(self.settings.dispatch_page),
+            }
+        )
+        return env
+
+    def command(self, index: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "1",
+            "--pool",
+            "prefork",
+            "--queues",
+            self.settings.queue,
+            "--events",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"uuid-migrate-{index}-{os.getpid()}@%h",
+        ]
+
+    def start(self) -> LocalWorkers:
+        for index in range(1, self.count + 1):
+            log = open(self.log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
+            self.processes.append(
+                subprocess.Popen(
+                    self.command(index),
+                    env=self.environment(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            log.close()
+        return self
+
+    def alive(self) -> int:
+        return sum(1 for p in self.processes if p.poll() is None)
+
+    def stop(self) -> None:
+        """Warm shutdown (finish the current batch), then kill whatever is left."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # the main process stops its pool itself
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def __enter__(self) -> LocalWorkers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

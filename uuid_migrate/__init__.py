@@ -1,0 +1,1 @@
+"""Domain code of uuid-migrate: the plan, key ranges, ledger, batch SQL. Imports neither worker nor producer."""

@@ -1,0 +1,130 @@
+"""What happens after a batch, after a page of batches, and at the end of a run.
+
+Plain code called by the thin Celery tasks: it reads and writes the ledger and Redis and says
+what must be sent next; the tasks do the sending.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from uuid_migrate import flow, ledger
+from uuid_migrate.batch import BatchOutcome, plan_of_run
+from uuid_migrate.checkpoint import PHASES, last_processed_id
+from uuid_migrate.ddl import UniqueIndex, uuid_index
+from uuid_migrate.flow import Page
+from uuid_migrate.ledger import FAILED, SUCCEEDED
+from uuid_migrate.progress import Progress
+from uuid_migrate.stages import BACKFILL
+from uuid_migrate.validation import validate_run
+
+
+@dataclass
+class Next:
+    """Messages to send once the ledger changes are committed."""
+
+    pages: list[Page] = field(default_factory=list)
+    validate: bool = False
+
+
+def record_progress(conn: Any, progress: Progress, outcome: BatchOutcome) -> None:
+    """After the commit: count the batch once in Redis and refresh the stage's checkpoint."""
+    if outcome.status not in (SUCCEEDED, FAILED):
+        return
+    failed = outcome.status == FAILED
+    progress.count_batch(
+        outcome.stage, outcome.batch_no, outcome.planned_rows, outcome.rows, failed
+    )
+    with conn.cursor() as cur:
+        last_id = last_processed_id(cur, outcome.run_id, outcome.stage)
+        cur.execute(
+            "SELECT kind, total_rows FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
+            (outcome.run_id, outcome.stage),
+        )
+        kind, total = cur.fetchone()
+    conn.commit()
+    counters = progress.stage(outcome.stage)
+    progress.write_checkpoint(
+        outcome.stage,
+        {
+            "phase": PHASES.get(kind, kind),
+            "table": outcome.table,
+            "lastProcessedId": last_id,
+            "processedCount": counters.get("processed", 0),
+            "totalCount": total,
+            "status": "in_progress",
+            "errors": [],
+        },
+    )
+
+
+def after_page(
+    conn: Any, index_conn_factory: Any, run_id: str, stage: str, end: int, page_size: int
+) -> Next:
+    """A chord finished page `end` of a stage: send the next page, or close the stage."""
+    with conn.cursor() as cur:
+        if not flow.page_is_last(cur, run_id, stage, end):
+            page = flow.claim_next_page(cur, run_id, stage, end, page_size)
+            conn.commit()
+            return Next(pages=[page] if page else [])
+        outcome = flow.stage_outcome(cur, run_id, stage)
+        known = plan_of_run(cur, run_id)
+    conn.commit()
+    if outcome == flow.RUNNING or not known:
+        return Next()  # a batch is still out (a redelivery); its own page callback will close
+    plan, stage_map = known
+    if outcome == SUCCEEDED and stage_map[stage].kind == BACKFILL:
+        build_unique_index(index_conn_factory, uuid_index(plan, stage_map[stage].table))
+    return close_stage(conn, run_id, stage, outcome, page_size)
+
+
+def close_stage(conn: Any, run_id: str, stage: str, outcome: str, page_size: int) -> Next:
+    """Mark the stage, start what it unblocked, and hand over to validation at the end."""
+    with conn.cursor() as cur:
+        flow.finish_stage(cur, run_id, stage, outcome)
+        nxt = advance_run(cur, run_id, page_size)
+    conn.commit()
+    return nxt
+
+
+def advance_run(cur: Any, run_id: str, page_size: int) -> Next:
+    """Start every stage whose parents are done; claim validation once all are; settle failure."""
+    pages = flow.start_ready_stages(cur, run_id, page_size)
+    validate = flow.claim_validation(cur, run_id)
+    if not pages and not validate:
+        flow.settle_failed_run(cur, run_id)
+    return Next(pages=pages, validate=validate)
+
+
+def build_unique_index(conn_factory: Any, index: UniqueIndex) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY, once, replacing an invalid leftover of a crash."""
+    conn = conn_factory()
+    try:
+        with conn.cursor() as cur:
+            lock = zlib.crc32(f"uuid_migrate:index:{index.schema}.{index.name}".encode())
+            # A session lock: it holds no snapshot, so the concurrent build never waits on it.
+            cur.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            try:
+                if index.validity(cur) is False:
+                    cur.execute(index.reverse())
+                cur.execute(index.forward())
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+    finally:
+        conn.close()
+
+
+def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:
+    """Build and store the post-migration report, then close the run by its verdict."""
+    with conn.cursor() as cur:
+        known = plan_of_run(cur, run_id)
+        if known is None:
+            return None
+        report = validate_run(cur, run_id, known[0])
+        verdict = SUCCEEDED if report["overallStatus"] == "passed" else FAILED
+        message = None if verdict == SUCCEEDED else "post-migration validation failed"
+        ledger.set_run_status(cur, run_id, verdict, expect=(ledger.VALIDATING,), message=message)
+    conn.commit()
+    return report

@@ -1,0 +1,157 @@
+"""Schema changes as data: each step knows its forward SQL, its reverse, and whether it is done.
+
+The producer applies the additive steps before any batch; rollback walks the recorded steps
+backwards. A step records whether it created its object, so a reverse never drops something
+that was there before the migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.plan import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns
+
+
+def _qualified(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def regclass_text(schema: str, name: str) -> str:
+    """A quoted name for `to_regclass`, safe for names with quotes, dots or capitals."""
+    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
+
+
+@dataclass(frozen=True)
+class CreateMappingTable:
+    """The seed's `id_mappings(table_name, old_id, new_id, created_at)`, one row per old id."""
+
+    schema: str
+    kind: str = "create_mapping_table"
+
+    def exists(self, cur: Any) -> bool:
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (regclass_text(self.schema, MAPPING_TABLE),)
+        )
+        return bool(cur.fetchone()[0])
+
+    def forward(self) -> sql.Composed:
+        table = _qualified(self.schema, MAPPING_TABLE)
+        return sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {t} (table_name text NOT NULL, old_id text NOT NULL, "
+            "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); "
+            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_table_name_old_id_key "
+            "ON {t} (table_name, old_id); "
+            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_new_id_key ON {t} (new_id)"
+        ).format(t=table)
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(self.schema, MAPPING_TABLE))
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    """A nullable column without default: instant, no table rewrite."""
+
+    schema: str
+    table: str
+    column: str
+    type: str
+    kind: str = "add_column"
+
+    def existing_type(self, cur: Any) -> str | None:
+        cur.execute(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+            (regclass_text(self.schema, self.table), self.column),
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def exists(self, cur: Any) -> bool:
+        return self.existing_type(cur) is not None
+
+    def forward(self) -> sql.Composed:
+        return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            _qualified(self.schema, self.table), sql.Identifier(self.column), sql.SQL(self.type)
+        )
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+            _qualified(self.schema, self.table), sql.Identifier(self.column)
+        )
+
+
+@dataclass(frozen=True)
+class UniqueIndex:
+    """The unique index on `uuid_id`, built concurrently after the table's backfill."""
+
+    schema: str
+    table: str
+    column: str
+    name: str
+    kind: str = "unique_index"
+
+    def validity(self, cur: Any) -> bool | None:
+        """True if present and valid, False if left invalid by an interrupted build, None if absent."""
+        cur.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (self.schema, self.name),
+        )
+        row = cur.fetchone()
+        return None if row is None else bool(row[0])
+
+    def exists(self, cur: Any) -> bool:
+        return self.validity(cur) is not None
+
+    def forward(self) -> sql.Composed:
+        return sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(self.name),
+            _qualified(self.schema, self.table),
+            sql.Identifier(self.column),
+        )
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            _qualified(self.schema, self.name)
+        )
+
+
+Step = CreateMappingTable | AddColumn | UniqueIndex
+_KINDS = {cls.kind: cls for cls in (CreateMappingTable, AddColumn, UniqueIndex)}
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    return asdict(step)
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    cls = _KINDS[data["kind"]]
+    return cls(**{k: v for k, v in data.items() if k != "kind"})
+
+
+def additive_steps(plan: Plan, column_types: dict[tuple[str, str], str]) -> list[Step]:
+    """Every step applied before the first batch, in order; `column_types` maps extra columns."""
+    steps: list[Step] = [CreateMappingTable(plan.schema)]
+    for table in plan.tables:
+        for column in added_columns(plan, table.name):
+            kind = column_types.get((table.name, column), "uuid")
+            steps.append(AddColumn(plan.schema, table.name, column, kind))
+    return steps
+
+
+def uuid_index(plan: Plan, table: str) -> UniqueIndex:
+    return UniqueIndex(plan.schema, table, UUID_COLUMN, index_name(table, UUID_COLUMN))
+
+
+def index_name(table: str, column: str) -> str:
+    """`<table>_<column>_key`, shortened with a hash where PostgreSQL would truncate it."""
+    name = f"{table}_{column}_key"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[:50].decode(errors='ignore')}_{digest}_key"

@@ -1,0 +1,47 @@
+"""Sending work by task name: a page of batches as a chord, and the final validation.
+
+The producer and the workers' own callbacks both send through here, so a resumed run and a
+running one produce the same messages.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, chord
+
+from uuid_migrate.advance import Next
+from uuid_migrate.flow import Page
+
+BATCH_TASK = "uuid_migrate.batch"
+PAGE_DONE_TASK = "uuid_migrate.page_done"
+VALIDATE_TASK = "uuid_migrate.validate"
+
+
+def send_page(app: Celery, queue: str, page: Page) -> None:
+    """The page's batches as a chord header; the callback completes the page from the ledger."""
+    callback = app.signature(
+        PAGE_DONE_TASK, args=(page.run_id, page.stage, page.end), queue=queue, immutable=True
+    )
+    if not page.batches:
+        callback.apply_async()
+        return
+    header = [
+        app.signature(
+            BATCH_TASK,
+            args=(page.run_id, page.stage, b.batch_no),
+            kwargs={"key_range": b.key_range.label()},
+            queue=queue,
+        )
+        for b in page.batches
+    ]
+    chord(header)(callback)
+
+
+def send_validation(app: Celery, queue: str, run_id: str) -> None:
+    app.send_task(VALIDATE_TASK, args=(run_id,), queue=queue)
+
+
+def send_next(app: Celery, queue: str, run_id: str, nxt: Next) -> None:
+    for page in nxt.pages:
+        send_page(app, queue, page)
+    if nxt.validate:
+        send_validation(app, queue, run_id)

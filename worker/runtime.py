@@ -1,0 +1,43 @@
+"""Per-process resources of a worker: one PostgreSQL connection and one Redis client.
+
+Created lazily, in the pool process that uses them (never before the fork), and replaced
+when PostgreSQL or Redis dropped them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import redis
+
+from config.settings import Settings
+from uuid_migrate import db
+from uuid_migrate.progress import client
+
+_state: dict[str, Any] = {}
+
+
+def database(settings: Settings) -> Any:
+    conn = _state.get("db")
+    if conn is None or conn.closed:
+        conn = db.connect(settings.require_database())
+        _state["db"] = conn
+    return conn
+
+
+def drop_database() -> None:
+    conn = _state.pop("db", None)
+    if conn is not None and not conn.closed:
+        conn.close()
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    if "redis" not in _state:
+        _state["redis"] = client(settings.redis_url)
+    return _state["redis"]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
