@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.backends.redis import RedisBackend
 
 from config.settings import Settings
 
@@ -12,10 +13,29 @@ from config.settings import Settings
 RESULT_EXPIRES_S = 7 * 24 * 3600
 
 
+class LedgerDrivenRedisBackend(RedisBackend):
+    """The Redis result backend, minus the pub/sub listening for results.
+
+    Nothing here ever waits on a task's result: the ledger decides what happens next. Yet the
+    stock backend subscribes to every header task a chord sends, which leaks subscriptions in
+    long-lived workers, can hang a forked pool process on the inherited pub/sub connection,
+    and makes the producer try to unsubscribe over a dead connection at exit.
+    """
+
+    def add_pending_result(
+        self, result: Any, weak: bool = False, start_drainer: bool = True
+    ) -> Any:
+        return result
+
+    def remove_pending_result(self, result: Any) -> Any:
+        return result
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
-        "result_backend": settings.redis_url,
+        # "<backend class>+<url>" is Celery's own syntax for a custom backend class.
+        "result_backend": f"config.celery:LedgerDrivenRedisBackend+{settings.redis_url}",
         "task_default_queue": settings.queue,
         "task_serializer": "json",
         "result_serializer": "json",

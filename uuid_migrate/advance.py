@@ -83,6 +83,7 @@ def after_page(
 def close_stage(conn: Any, run_id: str, stage: str, outcome: str, page_size: int) -> Next:
     """Mark the stage, start what it unblocked, and hand over to validation at the end."""
     with conn.cursor() as cur:
+        ledger.lock_run(cur, run_id)
         flow.finish_stage(cur, run_id, stage, outcome)
         nxt = advance_run(cur, run_id, page_size)
     conn.commit()
@@ -90,7 +91,12 @@ def close_stage(conn: Any, run_id: str, stage: str, outcome: str, page_size: int
 
 
 def advance_run(cur: Any, run_id: str, page_size: int) -> Next:
-    """Start every stage whose parents are done; claim validation once all are; settle failure."""
+    """Start every stage whose parents are done; claim validation once all are; settle failure.
+
+    Runs under the run's row lock (taken here if the caller has not), in READ COMMITTED, so
+    each statement sees stages that a concurrent closer committed while we waited for it.
+    """
+    ledger.lock_run(cur, run_id)
     pages = flow.start_ready_stages(cur, run_id, page_size)
     validate = flow.claim_validation(cur, run_id)
     if not pages and not validate:

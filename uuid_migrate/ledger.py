@@ -167,6 +167,11 @@ def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     return dict(zip(keys, row, strict=True))
 
 
+def lock_run(cur: Any, run_id: str) -> None:
+    """Serialise run-level decisions: two stages closing at once must see each other's commit."""
+    cur.execute("SELECT 1 FROM uuid_migration.runs WHERE run_id = %s FOR UPDATE", (run_id,))
+
+
 def set_run_status(
     cur: Any, run_id: str, status: str, *, expect: tuple[str, ...] = (), message: str | None = None
 ) -> bool:

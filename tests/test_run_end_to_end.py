@@ -1,0 +1,200 @@
+"""The whole path against real PostgreSQL, Redis and Celery worker processes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from producer import commands
+from uuid_migrate import ledger, sample
+from uuid_migrate.progress import Progress, client
+
+from .helpers import (
+    assert_fully_migrated,
+    assert_references_translated,
+    rows,
+    scalar,
+    table_checksum,
+)
+
+pytestmark = pytest.mark.e2e
+
+CLINIC_TABLES = ("users", "clinics", "dashboards", "providers")
+SIZE = sample.SampleSize.for_users(1000)  # 1000 users, 100 clinics, 2000 dashboards, 300 providers
+
+
+@pytest.fixture
+def clinic(conn):
+    with conn.cursor() as cur:
+        sample.build(cur, SIZE)
+    return conn
+
+
+def run_clinic(settings, workers: int = 2, **kwargs) -> commands.RunResult:
+    return commands.run(settings, plan_file="clinic", workers=workers, out=io.StringIO(), **kwargs)
+
+
+def test_full_run_gives_every_row_a_uuid_translates_references_and_records_orphans(
+    clinic, settings, redis_conn
+):
+    result = run_clinic(settings)
+
+    assert result.status == ledger.SUCCEEDED
+    for table in CLINIC_TABLES:
+        assert_fully_migrated(clinic, table)
+    assert scalar(clinic, "SELECT count(DISTINCT new_id) FROM id_mappings") == scalar(
+        clinic, "SELECT count(*) FROM id_mappings"
+    )
+    assert (
+        assert_references_translated(clinic, "dashboards", "user_id", "users", "user_uuid_id") == 0
+    )
+    assert (
+        assert_references_translated(clinic, "dashboards", "clinic_id", "clinics", "clinic_uuid_id")
+        == 0
+    )
+    orphans = assert_references_translated(
+        clinic, "providers", "clinic_id", "clinics", "clinic_uuid_id"
+    )
+    assert orphans == SIZE.orphans
+    recorded = rows(
+        clinic, "SELECT table_name, row_id, error FROM uuid_migration.errors ORDER BY row_id"
+    )
+    assert len(recorded) == SIZE.orphans
+    assert all(t == "providers" and "orphaned reference" in e for t, _, e in recorded)
+    assert scalar(clinic, "SELECT count(*) FROM users WHERE auth_id IS NOT NULL") == 0
+    assert (
+        scalar(
+            clinic,
+            "SELECT count(*) FROM uuid_migration.batches WHERE run_id = %s",
+            (result.run_id,),
+        )
+        > 24
+    ), "the test needs dozens of batches"
+    assert scalar(clinic, "SELECT count(DISTINCT worker) FROM uuid_migration.batches") >= 2
+
+
+def test_children_start_only_after_their_parents_finished(clinic, settings):
+    result = run_clinic(settings)
+
+    for child, parent in (
+        ("dashboards", "users"),
+        ("dashboards", "clinics"),
+        ("providers", "clinics"),
+    ):
+        first_child_start = scalar(
+            clinic,
+            "SELECT min(started_at) FROM uuid_migration.batches WHERE run_id = %s AND stage = %s",
+            (result.run_id, child),
+        )
+        parent_done = scalar(
+            clinic,
+            "SELECT finished_at FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
+            (result.run_id, parent),
+        )
+        last_parent_batch = scalar(
+            clinic,
+            "SELECT max(finished_at) FROM uuid_migration.batches WHERE run_id = %s AND stage = %s",
+            (result.run_id, parent),
+        )
+        assert last_parent_batch <= parent_done < first_child_start, (child, parent)
+
+
+def test_unique_indexes_are_built_and_valid_after_the_backfill(clinic, settings):
+    run_clinic(settings)
+
+    valid = rows(
+        clinic,
+        "SELECT t.relname, i.indisvalid, i.indisunique FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid "
+        "WHERE c.relname LIKE '%%_uuid_id_key' ORDER BY 1",
+    )
+    assert valid == [(t, True, True) for t in sorted(CLINIC_TABLES)]
+
+
+def test_a_second_run_changes_nothing(clinic, settings):
+    first = run_clinic(settings)
+    before = {t: table_checksum(clinic, t) for t in (*CLINIC_TABLES, "id_mappings")}
+
+    second = run_clinic(settings)
+
+    assert second.status == ledger.SUCCEEDED and second.run_id != first.run_id
+    after = {t: table_checksum(clinic, t) for t in (*CLINIC_TABLES, "id_mappings")}
+    assert after == before
+    changed = scalar(
+        clinic, "SELECT sum(rows) FROM uuid_migration.batches WHERE run_id = %s", (second.run_id,)
+    )
+    assert changed == 0
+
+
+def test_rows_inserted_after_planning_are_migrated_even_outside_the_planned_bounds(
+    clinic, settings, start_workers
+):
+    queued = run_clinic(settings, workers=0)  # planned and enqueued; no worker yet
+    assert queued.status == ledger.RUNNING
+    bounds = rows(
+        clinic,
+        "SELECT min(upper_bound), max(upper_bound) FROM uuid_migration.batches WHERE stage = 'users'",
+    )[0]
+    new_ids = ["", " ", "!", "usr_0", "usr_8", "~~~~", "\u00ff\u00ff"]
+    with clinic.cursor() as cur:
+        for new_id in new_ids:
+            cur.execute("INSERT INTO users (id, email) VALUES (%s, 'late@example.com')", (new_id,))
+        cur.execute("INSERT INTO dashboards (id, user_id, title) VALUES ('', '', 'late')")
+    assert min(new_ids) < bounds[0] and max(new_ids) > bounds[1]
+
+    start_workers(2)
+    final = commands.wait_for_run(
+        clinic, Progress(client(settings.redis_url), queued.run_id), queued.run_id, io.StringIO()
+    )
+
+    assert final == ledger.SUCCEEDED
+    assert_fully_migrated(clinic, "users")
+    assert_fully_migrated(clinic, "dashboards")
+    assert scalar(
+        clinic,
+        "SELECT user_uuid_id = (SELECT uuid_id FROM users WHERE id = '') "
+        "FROM dashboards WHERE id = ''",
+    )
+
+
+def test_status_reports_the_seed_checkpoint_per_table_and_redis_progress(
+    clinic, settings, redis_conn
+):
+    result = run_clinic(settings)
+
+    status = commands.status(settings)
+    assert status["run"] == result.run_id and status["status"] == ledger.SUCCEEDED
+    by_table = {cp["table"]: cp for cp in status["tables"]}
+    users = by_table["users"]
+    assert set(users) >= {
+        "phase",
+        "table",
+        "lastProcessedId",
+        "processedCount",
+        "totalCount",
+        "status",
+        "errors",
+    }
+    assert users["phase"] == "uuid_migration"
+    assert users["processedCount"] == users["totalCount"] == SIZE.users
+    assert users["status"] == "completed"
+    assert users["lastProcessedId"] == scalar(
+        clinic,
+        "SELECT upper_bound FROM uuid_migration.batches WHERE stage = 'users' "
+        "AND upper_bound IS NOT NULL ORDER BY batch_no DESC LIMIT 1",
+    )
+    providers = by_table["providers"]
+    assert providers["errorCount"] == SIZE.orphans
+    assert {e["table"] for e in providers["errors"]} == {"providers"}
+    assert all(set(e) >= {"table", "id", "error", "timestamp"} for e in providers["errors"])
+    assert status["validation"]["overallStatus"] == "passed"
+    json.dumps(status, default=str)
+
+    progress = Progress(redis_conn, result.run_id)
+    counters = progress.stage("dashboards")
+    assert counters["processed"] == counters["total"] == SIZE.dashboards
+    checkpoint = progress.checkpoint("dashboards")
+    assert checkpoint["table"] == "dashboards" and checkpoint["totalCount"] == SIZE.dashboards
+    progress.forget()
