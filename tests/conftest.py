@@ -30,7 +30,7 @@ def server_settings() -> Settings:
     settings = _service_settings()
     try:
         db.connect(settings.database_url, autocommit=True).close()
-    except Exception as exc:  # noqa: BLE001 - any failure here means no usable service
+    except Exception as exc:
         pytest.fail(f"PostgreSQL is not reachable: {exc}", pytrace=False)
     try:
         redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3).ping()

@@ -19,13 +19,19 @@ def load(path_or_name: str) -> Plan:
     if not path.exists() and (SHIPPED_PLANS / f"{path_or_name}.toml").exists():
         path = SHIPPED_PLANS / f"{path_or_name}.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise PlanError(f"plan file {path_or_name} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read plan file {path_or_name}: {exc}") from None
+    return load_text(text, path_or_name)
+
+
+def load_text(text: str, source: str = "plan") -> Plan:
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PlanError(f"plan file {path_or_name} is not valid TOML: {exc}") from None
+        raise PlanError(f"{source} is not valid TOML: {exc}") from None
     return from_dict(data)
 
 

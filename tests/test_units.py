@@ -1,0 +1,122 @@
+"""Pure logic: key ranges, dependency order, plan files, settings, progress arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+
+from config.settings import DEFAULT_BATCH_SIZE, load_settings
+from producer.progress_view import Rate, eta_text
+from uuid_migrate import planfile
+from uuid_migrate.db import mask_secrets, mask_url
+from uuid_migrate.errors import ConfigError, PlanError
+from uuid_migrate.plan import ExtraColumn, Plan, Relation, Table, reference_uuid_column, validate
+from uuid_migrate.ranges import KeyRange, checkpoint_key, ranges_from_bounds
+from uuid_migrate.stages import stages, table_order
+
+
+def test_ranges_are_open_below_the_first_bound_and_above_the_last():
+    assert list(ranges_from_bounds(["b", "m"])) == [
+        KeyRange(None, "b"),
+        KeyRange("b", "m"),
+        KeyRange("m", None),
+    ]
+
+
+def test_a_table_with_fewer_rows_than_a_batch_is_one_unbounded_range():
+    assert list(ranges_from_bounds([])) == [KeyRange(None, None)]
+
+
+def test_checkpoint_is_the_highest_bound_below_which_everything_is_done():
+    assert checkpoint_key([("b", True), ("m", True), ("t", False), (None, True)]) == "m"
+    assert checkpoint_key([("b", False), ("m", True)]) is None
+    assert checkpoint_key([("b", True), (None, True)]) == "b"
+
+
+def test_reference_columns_follow_the_seed_naming():
+    assert reference_uuid_column("user_id") == "user_uuid_id"
+    assert reference_uuid_column("owner") == "owner_uuid_id"
+    assert reference_uuid_column("Clinic_ID") == "Clinic_uuid_id"
+
+
+def plan_of(*relations: tuple[str, str, str], tables: tuple[str, ...] = ()) -> Plan:
+    names = tables or tuple(dict.fromkeys(n for r in relations for n in (r[0], r[2])))
+    return Plan(
+        "public",
+        tuple(Table(n, "id") for n in names),
+        tuple(Relation(t, c, p) for t, c, p in relations),
+    )
+
+
+def test_parents_come_before_children_whatever_the_plan_order():
+    plan = plan_of(("dashboards", "user_id", "users"), tables=("dashboards", "users", "clinics"))
+    assert table_order(plan) == ["users", "dashboards", "clinics"]
+
+
+def test_a_self_reference_is_deferred_to_a_references_stage_after_the_backfill():
+    plan = plan_of(("employees", "manager_id", "employees"))
+    result = {s.name: s for s in stages(plan)}
+    assert result["employees"].relations == ()
+    refs = result["employees:references"]
+    assert refs.depends_on == ("employees",) and not refs.assigns_uuid
+
+
+def test_a_cycle_translates_one_edge_early_and_defers_the_other():
+    plan = plan_of(("a", "b_id", "b"), ("b", "a_id", "a"), tables=("a", "b"))
+    result = {s.name: s for s in stages(plan)}
+    assert result["a"].depends_on == () and result["b"].depends_on == ("a",)
+    assert [r.column for r in result["b"].relations] == ["a_id"]
+    assert result["a:references"].depends_on == ("a", "b")
+
+
+def test_every_stage_comes_after_the_stages_it_depends_on():
+    plan = plan_of(("c", "b_id", "b"), ("b", "a_id", "a"), ("a", "c_id", "c"), ("d", "a_id", "a"))
+    seen: set[str] = set()
+    for stage in stages(plan):
+        assert set(stage.depends_on) <= seen
+        seen.add(stage.name)
+
+
+def test_plan_files_round_trip_and_shipped_plans_load_by_name():
+    plan = Plan(
+        "public",
+        (Table("users", "id", extra_columns=(ExtraColumn("auth_id"),), batch_size=500),),
+        (),
+    )
+    assert planfile.load_text(planfile.dumps(plan)) == plan
+    clinic = planfile.load("clinic")
+    assert [t.name for t in clinic.tables] == ["users", "clinics", "dashboards", "providers"]
+    assert any(not r.declared for r in clinic.relations)
+
+
+def test_plans_that_cannot_work_are_refused_with_the_reason():
+    with pytest.raises(PlanError, match="not a migrated table"):
+        validate(Plan("public", (Table("a", "id"),), (Relation("a", "x_id", "missing"),)))
+    with pytest.raises(PlanError, match="longer than 63 bytes"):
+        validate(Plan("public", (Table("a", "id"),), (Relation("a", "x" * 60 + "_id", "a"),)))
+    with pytest.raises(PlanError, match="not valid TOML"):
+        planfile.load_text("tables = [")
+
+
+def test_settings_come_from_the_environment_with_defaults():
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://u:p@h/db", "REDIS_URL": "redis://r:1/0"}
+    )
+    assert settings.broker_url == "redis://r:1/0"
+    assert settings.batch_size == DEFAULT_BATCH_SIZE
+    assert load_settings({"BATCH_SIZE": "250"}).batch_size == 250
+    with pytest.raises(ConfigError, match="BATCH_SIZE"):
+        load_settings({"BATCH_SIZE": "lots"})
+
+
+def test_passwords_never_survive_masking():
+    assert "s3cret" not in mask_url("postgresql://app:s3cret@db:5432/prod")
+    assert "s3cret" not in mask_secrets("Error connecting to redis://:s3cret@cache:6379/0 now")
+
+
+def test_rate_and_eta_arithmetic():
+    rate = Rate()
+    rate.add(0.0, 0)
+    assert rate.add(10.0, 5000) == 500.0
+    assert eta_text(30_000, 500.0) == "0:01:00"
+    assert eta_text(0, 0.0) == "done"
+    assert eta_text(10, 0.0) == "--:--"
