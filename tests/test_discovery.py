@@ -32,7 +32,8 @@ CREATE TABLE counters (n integer PRIMARY KEY);
 
 def fill(cur) -> None:
     cur.execute(
-        "INSERT INTO \"Org Units\" SELECT 'u' || left(md5(i::text), 12), 'Unit ' || i FROM generate_series(1, 30) i"
+        "INSERT INTO \"Org Units\" SELECT 'u' || left(md5(i::text), 12), 'Unit ' || i "
+        "FROM generate_series(1, 30) i"
     )
     cur.execute(
         "INSERT INTO employees (badge, unit_code) SELECT 'e' || md5(i::text), "
