@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS uuid_migration.errors (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS errors_one_per_row
     ON uuid_migration.errors (table_name, row_id, column_name, error) WHERE row_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS errors_by_table ON uuid_migration.errors (table_name, id);
 CREATE TABLE IF NOT EXISTS uuid_migration.reports (
     id         bigserial PRIMARY KEY,
     run_id     text,
