@@ -10,7 +10,7 @@ from uuid_migrate import planfile
 from uuid_migrate.db import mask_secrets, mask_url
 from uuid_migrate.errors import ConfigError, PlanError
 from uuid_migrate.plan import ExtraColumn, Plan, Relation, Table, reference_uuid_column, validate
-from uuid_migrate.ranges import KeyRange, checkpoint_key, ranges_from_bounds
+from uuid_migrate.ranges import KeyRange, ranges_from_bounds
 from uuid_migrate.stages import stages, table_order
 
 
@@ -24,12 +24,6 @@ def test_ranges_are_open_below_the_first_bound_and_above_the_last():
 
 def test_a_table_with_fewer_rows_than_a_batch_is_one_unbounded_range():
     assert list(ranges_from_bounds([])) == [KeyRange(None, None)]
-
-
-def test_checkpoint_is_the_highest_bound_below_which_everything_is_done():
-    assert checkpoint_key([("b", True), ("m", True), ("t", False), (None, True)]) == "m"
-    assert checkpoint_key([("b", False), ("m", True)]) is None
-    assert checkpoint_key([("b", True), (None, True)]) == "b"
 
 
 def test_reference_columns_follow_the_seed_naming():

@@ -33,16 +33,3 @@ def ranges_from_bounds(bounds: Iterable[str]) -> Iterator[KeyRange]:
         lower = bound
     yield KeyRange(lower, None)
 
-
-def checkpoint_key(uppers_in_order: Iterable[tuple[str | None, bool]]) -> str | None:
-    """The highest upper bound below which every range is done.
-
-    Takes (upper, done) per range in key order; None when the first range is not done.
-    """
-    last: str | None = None
-    for upper, done in uppers_in_order:
-        if not done:
-            return last
-        if upper is not None:
-            last = upper
-    return last
