@@ -66,6 +66,8 @@ def run(
         _publish_totals(conn, Progress(redis_conn, run_id), run_id)
         local = LocalWorkers(settings, workers).start() if workers else None
         try:
+            if local:
+                local.wait_ready(make_app(settings))
             _enqueue(conn, settings, run_id)
             if not (wait or local):
                 return RunResult(run_id, ledger.RUNNING, resumed)

@@ -9,11 +9,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from config.settings import Settings
 
 #: How long workers get to finish their current batch when asked to stop.
 STOP_GRACE_S = 20
+#: How long a run waits for its local workers to come up before sending work anyway.
+READY_TIMEOUT_S = 30
 
 
 class LocalWorkers:
@@ -76,6 +79,24 @@ class LocalWorkers:
             )
             log.close()
         return self
+
+    def node_prefixes(self) -> list[str]:
+        return [f"uuid-migrate-{i}-{os.getpid()}@" for i in range(1, self.count + 1)]
+
+    def wait_ready(self, app: Any, timeout_s: float = READY_TIMEOUT_S) -> int:
+        """Wait until every worker answers a ping, so work starts spread over all of them.
+
+        Returns how many answered; a slow or dead worker only costs the wait, never the run.
+        """
+        deadline = time.monotonic() + timeout_s
+        ready = 0
+        while time.monotonic() < deadline and self.alive():
+            replies = app.control.ping(timeout=0.5) or []
+            names = [name for reply in replies for name in reply]
+            ready = sum(1 for p in self.node_prefixes() if any(n.startswith(p) for n in names))
+            if ready == self.count:
+                break
+        return ready
 
     def alive(self) -> int:
         return sum(1 for p in self.processes if p.poll() is None)

@@ -32,4 +32,3 @@ def ranges_from_bounds(bounds: Iterable[str]) -> Iterator[KeyRange]:
         yield KeyRange(lower, bound)
         lower = bound
     yield KeyRange(lower, None)
-
