@@ -31,7 +31,6 @@ from typing import Any
 import psutil
 from psycopg2 import sql
 
-from producer.planner import column_types
 from uuid_migrate import catalog, db, ledger, planfile, sample
 from uuid_migrate.batch_sql import batch_statement
 from uuid_migrate.ddl import additive_steps, uuid_index
@@ -126,7 +125,7 @@ def prepare(url: str, plan: Plan) -> None:
     """What the producer does before any batch (ledger schema, additive DDL); untimed."""
     with db.connection(url) as conn, conn.cursor() as cur:
         ledger.ensure_schema(cur)
-        for step in additive_steps(plan, column_types(plan)):
+        for step in additive_steps(plan):
             cur.execute(step.forward())
 
 

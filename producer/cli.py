@@ -13,7 +13,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 
 from config.settings import load_settings
-from producer import commands, demo
+from producer import commands, demo, report_view, rollback_command, validate_command
 from uuid_migrate.db import mask_secrets
 from uuid_migrate.errors import ConfigError, MigrateError
 from uuid_migrate.ledger import SUCCEEDED
@@ -59,6 +59,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="checkpoint per table of the latest run")
     p.add_argument("--json", action="store_true", help="print JSON (the seed's checkpoint shape)")
 
+    p = sub.add_parser(
+        "validate",
+        help="check the database (before, during, after a migration or after a rollback)",
+        description="Report in the seed's shape; exit 0 when every check passed, 1 when one "
+        "failed, 2 on a usage or connection error.",
+    )
+    _plan_options(p)
+    p.add_argument("--output", metavar="PATH", help="also write the JSON report to PATH")
+    p.add_argument("--json", action="store_true", help="print the JSON report, not a table")
+
+    p = sub.add_parser(
+        "rollback",
+        help="undo everything the migration added and verify the tables are as before",
+        description="Drops the added columns, their indexes and id_mappings (or the runs' rows "
+        "of a pre-existing one), clears the run's progress, then compares every touched table "
+        "with its snapshot from before the migration. Exit 1 if anything differs.",
+    )
+    p.add_argument(
+        "--plan", metavar="FILE", help="refuse unless the recorded run migrated these tables"
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even while batches run: the run is stopped first, so queued "
+        "batches do nothing",
+    )
+
     p = sub.add_parser("demo", help="migrate a generated clinic database of its own")
     p.add_argument(
         "--rows", type=_positive, default=20_000, help="users to generate (default 20000)"
@@ -94,6 +122,12 @@ def dispatch(args: argparse.Namespace) -> int:
         return _report_run(result)
     if args.command == "status":
         return _print_status(commands.status(settings), args.json)
+    if args.command == "validate":
+        report = validate_command.validate(settings, args.plan, args.schema)
+        return _print_report(report, args.json, args.output)
+    if args.command == "rollback":
+        outcome = rollback_command.rollback(settings, args.yes, args.force, args.plan)
+        return _report_rollback(outcome)
     if args.command == "demo":
         return demo.demo(settings, args.rows, args.workers, args.keep)
     raise ConfigError(f"unknown command {args.command}")
@@ -134,6 +168,31 @@ def _print_status(status: dict[str, Any], as_json: bool) -> int:
             f"validation: {report['overallStatus']} ({report['summary']['passed']}/"
             f"{report['summary']['totalChecks']} checks passed)"
         )
+    return EXIT_OK
+
+
+def _print_report(report: dict[str, Any], as_json: bool, output: str | None) -> int:
+    text = json.dumps(report, indent=2, default=str)
+    if output:
+        try:
+            with open(output, "w") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
+    print(text if as_json else report_view.render(report), end="\n" if as_json else "")
+    return EXIT_OK if report["overallStatus"] == "passed" else EXIT_FAILED
+
+
+def _report_rollback(outcome: rollback_command.RollbackOutcome) -> int:
+    if outcome.status == rollback_command.ABORTED:
+        return EXIT_FAILED
+    if outcome.report is None:
+        return EXIT_OK
+    print(report_view.render(outcome.report), end="")
+    if outcome.report["overallStatus"] != "passed":
+        print("rollback verification FAILED: the tables above differ from their snapshot")
+        return EXIT_FAILED
+    print("rolled back; every touched table matches its snapshot from before the migration")
     return EXIT_OK
 
 

@@ -21,6 +21,8 @@ from worker import dispatch
 
 #: Seconds between looks at the ledger while waiting for a run.
 POLL_S = 0.5
+#: Run states `run --wait` stops at; a rollback ends a run too.
+ENDED = (ledger.SUCCEEDED, ledger.FAILED, ledger.ROLLING_BACK, ledger.ROLLED_BACK)
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,7 @@ def run(
 
 def _lock_producer(conn: Any) -> None:
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s)", (ledger.PRODUCER_LOCK_KEY,))
-        if not cur.fetchone()[0]:
+        if not ledger.try_producer_lock(cur):
             raise RunStateError("another uuid-migrate producer is planning this database right now")
     conn.commit()
 
@@ -92,6 +93,7 @@ def _prepare(
     wanted = load_plan(conn, plan_file, schema) if plan_file or not _active_run(conn) else None
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
+    planner.record_baseline(conn, run_id, the_plan)
     planner.apply_additive_ddl(conn, run_id, the_plan, settings.lock_timeout_ms)
     planner.plan_batches(conn, run_id, the_plan, settings.batch_size)
     planner.mark_running(conn, run_id)
@@ -148,7 +150,7 @@ def wait_for_run(conn: Any, progress: Progress, run_id: str, out: TextIO) -> str
             run_row = ledger.get_run(cur, run_id)
             rows = [_progress_row(cur, run_id, s) for s in ledger.stages(cur, run_id)]
         conn.commit()
-        final = run_row["status"] in (ledger.SUCCEEDED, ledger.FAILED)
+        final = run_row["status"] in ENDED
         view.show(rows, final=final)
         if final:
             return run_row["status"]

@@ -6,61 +6,30 @@ same run: DDL already applied is skipped, a stage whose planning was cut short i
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import psycopg2
-import psycopg2.errors
 from psycopg2.extras import Json
 
-from uuid_migrate import ledger
-from uuid_migrate.ddl import AddColumn, CreateMappingTable, Step, additive_steps, step_to_dict
-from uuid_migrate.errors import LockBusy, PlanError, RunStateError
+from uuid_migrate import ledger, snapshot
+from uuid_migrate.ddl import Step, additive_steps, step_to_dict, target_conflicts
+from uuid_migrate.ddl_runner import run_ddl
+from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.keywalk import walk_ranges
 from uuid_migrate.plan import Plan, from_dict, to_dict
+from uuid_migrate.report import PRE
+from uuid_migrate.rollback import live_runs
 from uuid_migrate.stages import stages
+from uuid_migrate.validation import baseline_report
 
-#: Tries to take a DDL lock before giving up; each waits lock_timeout, then backs off.
-DDL_LOCK_ATTEMPTS = 5
 #: Batches written to the ledger per commit while walking a key.
 LEDGER_CHUNK = 1000
 
 
-def column_types(plan: Plan) -> dict[tuple[str, str], str]:
-    return {(t.name, c.name): c.type for t in plan.tables for c in t.extra_columns}
-
-
 def check_targets(cur: Any, plan: Plan) -> None:
     """Refuse, before changing anything, columns that already exist with another type."""
-    for step in additive_steps(plan, column_types(plan)):
-        if isinstance(step, AddColumn):
-            found = step.existing_type(cur)
-            if found is not None and not _same_type(cur, found, step.type):
-                raise PlanError(
-                    f"column {step.table}.{step.column} already exists as {found}, not {step.type}"
-                )
-        elif isinstance(step, CreateMappingTable) and step.exists(cur):
-            _check_mapping_table(cur, plan.schema)
-
-
-def _same_type(cur: Any, found: str, wanted: str) -> bool:
-    cur.execute(
-        "SELECT format_type(to_regtype(%s), NULL) = format_type(to_regtype(%s), NULL)",
-        (found, wanted),
-    )
-    return bool(cur.fetchone()[0])
-
-
-def _check_mapping_table(cur: Any, schema: str) -> None:
-    cur.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
-        "AND table_name = 'id_mappings' AND column_name IN ('table_name', 'old_id', 'new_id')",
-        (schema,),
-    )
-    if cur.fetchone()[0] != 3:
-        raise PlanError(
-            f"{schema}.id_mappings exists but is not a (table_name, old_id, new_id) table"
-        )
+    conflicts = target_conflicts(cur, plan)
+    if conflicts:
+        raise PlanError(conflicts[0])
 
 
 def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, bool]:
@@ -88,39 +57,47 @@ def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, 
     return run_id, plan, False
 
 
+def record_baseline(conn: Any, run_id: str, plan: Plan) -> None:
+    """Before the first change: each table's snapshot (unless an earlier live run holds one)
+    and the baseline validation report, each committed on its own."""
+    with conn.cursor() as cur:
+        live = [r["run_id"] for r in live_runs(cur)]
+        have = set(snapshot.stored(cur, live))
+        has_report = ledger.latest_report(cur, run_id, PRE) is not None
+    conn.commit()
+    for table in plan.tables:
+        if table.name not in have:
+            with conn.cursor() as cur:
+                snapshot.capture(cur, run_id, plan.schema, table.name)
+            conn.commit()
+    if not has_report:
+        with conn.cursor() as cur:
+            ledger.store_report(cur, run_id, PRE, baseline_report(cur, plan))
+        conn.commit()
+
+
 def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int) -> None:
     """Every additive step, each in its own short transaction with its ledger record."""
     with conn.cursor() as cur:
         cur.execute("SELECT position FROM uuid_migration.ddl_steps WHERE run_id = %s", (run_id,))
         done = {row[0] for row in cur.fetchall()}
     conn.commit()
-    for position, step in enumerate(additive_steps(plan, column_types(plan))):
+    for position, step in enumerate(additive_steps(plan)):
         if position not in done:
             _apply_step(conn, run_id, position, step, lock_timeout_ms)
 
 
 def _apply_step(conn: Any, run_id: str, position: int, step: Step, lock_timeout_ms: int) -> None:
-    for attempt in range(DDL_LOCK_ATTEMPTS):
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET LOCAL lock_timeout = %s", (lock_timeout_ms,))
-                created = not step.exists(cur)
-                cur.execute(step.forward())
-                cur.execute(
-                    "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
-                    "VALUES (%s, %s, %s, %s)",
-                    (run_id, position, Json(step_to_dict(step)), created),
-                )
-            conn.commit()
-            return
-        except psycopg2.errors.LockNotAvailable:
-            conn.rollback()
-            time.sleep(min(2**attempt * 0.5, 8))
-    target = getattr(step, "table", "id_mappings")
-    raise LockBusy(
-        f"could not lock {target} within {lock_timeout_ms} ms after {DDL_LOCK_ATTEMPTS} tries: "
-        "a long transaction holds it; run again when it has finished"
-    )
+    def work(cur: Any) -> None:
+        created = not step.exists(cur)
+        cur.execute(step.forward())
+        cur.execute(
+            "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
+            "VALUES (%s, %s, %s, %s)",
+            (run_id, position, Json(step_to_dict(step)), created),
+        )
+
+    run_ddl(conn, work, lock_timeout_ms, step.describe())
 
 
 def plan_batches(conn: Any, run_id: str, plan: Plan, default_size: int) -> None:

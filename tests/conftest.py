@@ -15,7 +15,9 @@ from psycopg2 import sql
 
 from config.settings import Settings, load_settings
 from producer.local_workers import LocalWorkers
-from uuid_migrate import db
+from uuid_migrate import db, sample
+
+from .helpers import SIZE
 
 
 def _service_settings() -> Settings:
@@ -64,6 +66,14 @@ def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     connection = db.connect(database_url, autocommit=True)
     yield connection
     connection.close()
+
+
+@pytest.fixture
+def clinic(conn):
+    """The test database holding the seed's clinic schema with SIZE rows."""
+    with conn.cursor() as cur:
+        sample.build(cur, SIZE)
+    return conn
 
 
 @pytest.fixture

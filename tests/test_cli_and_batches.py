@@ -17,11 +17,12 @@ from .helpers import scalar, table_checksum
 pytestmark = pytest.mark.e2e
 
 
-def uuid_migrate(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def uuid_migrate(*args: str, input_text: str = "", **env: str) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, **env}
     return subprocess.run(
         [sys.executable, "-m", "producer.cli", *args],
         env=environment,
+        input=input_text,
         capture_output=True,
         text=True,
         timeout=60,

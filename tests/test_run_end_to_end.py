@@ -8,32 +8,22 @@ import json
 import pytest
 
 from producer import commands
-from uuid_migrate import ledger, sample
+from uuid_migrate import ledger
 from uuid_migrate.progress import Progress, client
 
 from .helpers import (
+    CLINIC_TABLES,
+    SIZE,
     assert_fully_migrated,
     assert_references_translated,
     rows,
+    run_clinic,
     scalar,
     table_checksum,
 )
 
 pytestmark = pytest.mark.e2e
 
-CLINIC_TABLES = ("users", "clinics", "dashboards", "providers")
-SIZE = sample.SampleSize.for_users(1000)  # 1000 users, 100 clinics, 2000 dashboards, 300 providers
-
-
-@pytest.fixture
-def clinic(conn):
-    with conn.cursor() as cur:
-        sample.build(cur, SIZE)
-    return conn
-
-
-def run_clinic(settings, workers: int = 2, **kwargs) -> commands.RunResult:
-    return commands.run(settings, plan_file="clinic", workers=workers, out=io.StringIO(), **kwargs)
 
 
 def test_full_run_gives_every_row_a_uuid_translates_references_and_records_orphans(

@@ -10,12 +10,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg2.extras import Json
+
 from uuid_migrate import flow, ledger
 from uuid_migrate.batch import BatchOutcome, plan_of_run
 from uuid_migrate.checkpoint import PHASES, last_processed_id
-from uuid_migrate.ddl import UniqueIndex, uuid_index
+from uuid_migrate.ddl import UniqueIndex, index_steps, step_to_dict
 from uuid_migrate.flow import Page
 from uuid_migrate.ledger import FAILED, SUCCEEDED
+from uuid_migrate.plan import Plan
 from uuid_migrate.progress import Progress
 from uuid_migrate.stages import BACKFILL
 from uuid_migrate.validation import validate_run
@@ -76,7 +79,8 @@ def after_page(
         return Next()  # a batch is still out (a redelivery); its own page callback will close
     plan, stage_map = known
     if outcome == SUCCEEDED and stage_map[stage].kind == BACKFILL:
-        build_unique_index(index_conn_factory, uuid_index(plan, stage_map[stage].table))
+        position, index = index_step_of(plan, stage_map[stage].table)
+        build_unique_index(index_conn_factory, index, run_id, position)
     return close_stage(conn, run_id, stage, outcome, page_size)
 
 
@@ -104,8 +108,11 @@ def advance_run(cur: Any, run_id: str, page_size: int) -> Next:
     return Next(pages=pages, validate=validate)
 
 
-def build_unique_index(conn_factory: Any, index: UniqueIndex) -> None:
-    """CREATE UNIQUE INDEX CONCURRENTLY, once, replacing an invalid leftover of a crash."""
+def build_unique_index(conn_factory: Any, index: UniqueIndex, run_id: str, position: int) -> None:
+    """CREATE UNIQUE INDEX CONCURRENTLY, once, replacing an invalid leftover of a crash.
+
+    Recorded as one of the run's steps, so rollback knows it may drop it.
+    """
     conn = conn_factory()
     try:
         with conn.cursor() as cur:
@@ -113,21 +120,34 @@ def build_unique_index(conn_factory: Any, index: UniqueIndex) -> None:
             # A session lock: it holds no snapshot, so the concurrent build never waits on it.
             cur.execute("SELECT pg_advisory_lock(%s)", (lock,))
             try:
-                if index.validity(cur) is False:
+                validity = index.validity(cur)
+                if validity is False:
                     cur.execute(index.reverse())
                 cur.execute(index.forward())
+                cur.execute(
+                    "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (run_id, position, Json(step_to_dict(index)), validity is not True),
+                )
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (lock,))
     finally:
         conn.close()
 
 
+def index_step_of(plan: Plan, table: str) -> tuple[int, UniqueIndex]:
+    return next((p, i) for p, i in index_steps(plan) if i.table == table)
+
+
 def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:
     """Build and store the post-migration report, then close the run by its verdict."""
     with conn.cursor() as cur:
+        ledger.lock_run(cur, run_id)
+        run = ledger.get_run(cur, run_id)
         known = plan_of_run(cur, run_id)
-        if known is None:
-            return None
+        if known is None or run["status"] != ledger.VALIDATING:
+            conn.rollback()
+            return None  # a duplicate delivery, or the run was rolled back meanwhile
         report = validate_run(cur, run_id, known[0])
         verdict = SUCCEEDED if report["overallStatus"] == "passed" else FAILED
         message = None if verdict == SUCCEEDED else "post-migration validation failed"

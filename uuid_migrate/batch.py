@@ -115,16 +115,20 @@ def _transaction(
 ) -> tuple[int, int, int, int] | None:
     with conn.cursor() as cur:
         cur.execute("SET LOCAL statement_timeout = %s", (statement_timeout_ms,))
+        if ledger.run_is_fenced(cur, batch.run_id):
+            conn.rollback()
+            return None
         # Serialises two deliveries of the same batch: the second waits, then sees it done.
         cur.execute(
             "SELECT status, planned_rows FROM uuid_migration.batches "
             "WHERE run_id = %s AND stage = %s AND batch_no = %s FOR UPDATE",
             (batch.run_id, batch.stage, batch.batch_no),
         )
-        status, planned = cur.fetchone()
-        if status == ledger.SUCCEEDED:
+        row = cur.fetchone()
+        if row is None or row[0] == ledger.SUCCEEDED:
             conn.rollback()
             return None
+        planned = row[1]
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
         rows, mappings, orphans = cur.fetchone()
         cur.execute(

@@ -133,3 +133,18 @@ def check_type_name(cur: Any, type_name: str) -> None:
     cur.execute("SELECT to_regtype(%s) IS NOT NULL", (base,))
     if not cur.fetchone()[0]:
         raise PlanError(f"column type {type_name!r} does not exist")
+
+
+def complete(cur: Any, plan: Plan) -> Plan:
+    """A plan file's tables with keys filled in from the catalog where they exist, unchecked.
+
+    For `validate`, which reports a missing table or key as a failed check instead of refusing.
+    """
+    if not schema_exists(cur, plan.schema):
+        raise PlanError(f"schema {plan.schema!r} does not exist")
+    keys = primary_keys(cur, plan.schema)
+    tables = tuple(
+        replace(t, key=t.key or keys[t.name][0], key_type=keys[t.name][1]) if t.name in keys else t
+        for t in plan.tables
+    )
+    return replace(plan, tables=tables)

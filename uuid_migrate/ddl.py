@@ -14,9 +14,11 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.plan import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns
+from uuid_migrate.stages import table_order
 
 
-def _qualified(schema: str, name: str) -> sql.Composed:
+def qualified(schema: str, name: str) -> sql.Composed:
+    """`schema.name`, each part quoted."""
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
@@ -39,7 +41,7 @@ class CreateMappingTable:
         return bool(cur.fetchone()[0])
 
     def forward(self) -> sql.Composed:
-        table = _qualified(self.schema, MAPPING_TABLE)
+        table = qualified(self.schema, MAPPING_TABLE)
         return sql.SQL(
             "CREATE TABLE IF NOT EXISTS {t} (table_name text NOT NULL, old_id text NOT NULL, "
             "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); "
@@ -48,8 +50,11 @@ class CreateMappingTable:
             "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_new_id_key ON {t} (new_id)"
         ).format(t=table)
 
+    def describe(self) -> str:
+        return f"table {self.schema}.{MAPPING_TABLE}"
+
     def reverse(self) -> sql.Composed:
-        return sql.SQL("DROP TABLE IF EXISTS {}").format(_qualified(self.schema, MAPPING_TABLE))
+        return sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(self.schema, MAPPING_TABLE))
 
 
 @dataclass(frozen=True)
@@ -76,12 +81,15 @@ class AddColumn:
 
     def forward(self) -> sql.Composed:
         return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-            _qualified(self.schema, self.table), sql.Identifier(self.column), sql.SQL(self.type)
+            qualified(self.schema, self.table), sql.Identifier(self.column), sql.SQL(self.type)
         )
+
+    def describe(self) -> str:
+        return f"column {self.table}.{self.column} ({self.type})"
 
     def reverse(self) -> sql.Composed:
         return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
-            _qualified(self.schema, self.table), sql.Identifier(self.column)
+            qualified(self.schema, self.table), sql.Identifier(self.column)
         )
 
 
@@ -111,13 +119,16 @@ class UniqueIndex:
     def forward(self) -> sql.Composed:
         return sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
             sql.Identifier(self.name),
-            _qualified(self.schema, self.table),
+            qualified(self.schema, self.table),
             sql.Identifier(self.column),
         )
 
+    def describe(self) -> str:
+        return f"unique index {self.name} on {self.table}"
+
     def reverse(self) -> sql.Composed:
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-            _qualified(self.schema, self.name)
+            qualified(self.schema, self.name)
         )
 
 
@@ -134,14 +145,64 @@ def step_from_dict(data: dict[str, Any]) -> Step:
     return cls(**{k: v for k, v in data.items() if k != "kind"})
 
 
-def additive_steps(plan: Plan, column_types: dict[tuple[str, str], str]) -> list[Step]:
-    """Every step applied before the first batch, in order; `column_types` maps extra columns."""
+def additive_steps(plan: Plan) -> list[Step]:
+    """Every step applied before the first batch, parents' tables first.
+
+    Rollback reverses the recorded steps by position, so it drops children's columns before
+    their parents' and `id_mappings` last.
+    """
+    extra_types = {(t.name, c.name): c.type for t in plan.tables for c in t.extra_columns}
     steps: list[Step] = [CreateMappingTable(plan.schema)]
-    for table in plan.tables:
-        for column in added_columns(plan, table.name):
-            kind = column_types.get((table.name, column), "uuid")
-            steps.append(AddColumn(plan.schema, table.name, column, kind))
+    for table in _dependency_order(plan):
+        for column in added_columns(plan, table):
+            kind = extra_types.get((table, column), "uuid")
+            steps.append(AddColumn(plan.schema, table, column, kind))
     return steps
+
+
+def index_steps(plan: Plan) -> list[tuple[int, UniqueIndex]]:
+    """Each table's unique index on `uuid_id` with its position in the run's step record."""
+    first = len(additive_steps(plan))
+    return [(first + i, uuid_index(plan, t.name)) for i, t in enumerate(plan.migrated())]
+
+
+def _dependency_order(plan: Plan) -> list[str]:
+    migrated = table_order(plan)
+    return migrated + [t.name for t in plan.tables if t.name not in migrated]
+
+
+def target_conflicts(cur: Any, plan: Plan) -> list[str]:
+    """What stands in the way of the additive steps: columns of another type, a foreign id_mappings."""
+    conflicts = []
+    for step in additive_steps(plan):
+        if isinstance(step, AddColumn):
+            found = step.existing_type(cur)
+            if found is not None and not same_type(cur, found, step.type):
+                conflicts.append(
+                    f"column {step.table}.{step.column} already exists as {found}, not {step.type}"
+                )
+        elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
+            conflicts.append(
+                f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id) table"
+            )
+    return conflicts
+
+
+def same_type(cur: Any, found: str, wanted: str) -> bool:
+    cur.execute(
+        "SELECT format_type(to_regtype(%s), NULL) = format_type(to_regtype(%s), NULL)",
+        (found, wanted),
+    )
+    return bool(cur.fetchone()[0])
+
+
+def _mapping_table_fits(cur: Any, schema: str) -> bool:
+    cur.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND column_name IN ('table_name', 'old_id', 'new_id')",
+        (schema, MAPPING_TABLE),
+    )
+    return cur.fetchone()[0] == 3
 
 
 def uuid_index(plan: Plan, table: str) -> UniqueIndex:

@@ -24,7 +24,10 @@ PRODUCER_LOCK_KEY = 0x757569645F6D6967  # "uuid_mig"
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 PLANNING, VALIDATING = "planning", "validating"
+ROLLING_BACK, ROLLED_BACK = "rolling_back", "rolled_back"
 ACTIVE_RUN_STATES = (PLANNING, RUNNING, VALIDATING)
+#: A batch may write only while its run is in none of these (checked inside its transaction).
+FENCED_RUN_STATES = (ROLLING_BACK, ROLLED_BACK)
 
 _SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS uuid_migration;
@@ -100,6 +103,14 @@ CREATE TABLE IF NOT EXISTS uuid_migration.ddl_steps (
     applied_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, position)
 );
+CREATE TABLE IF NOT EXISTS uuid_migration.snapshots (
+    run_id     text NOT NULL REFERENCES uuid_migration.runs ON DELETE CASCADE,
+    table_name text NOT NULL,
+    definition jsonb NOT NULL,
+    checksum   jsonb NOT NULL,
+    taken_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, table_name)
+);
 """
 
 
@@ -163,14 +174,48 @@ def get_run(cur: Any, run_id: str) -> dict[str, Any] | None:
     return _run_dict(row) if row else None
 
 
+def runs_ended_with(cur: Any, run: dict[str, Any]) -> list[str]:
+    """The runs that ended in the same transaction as `run` (one rollback ends them together)."""
+    cur.execute(
+        "SELECT run_id FROM uuid_migration.runs WHERE status = %s AND finished_at = %s "
+        "ORDER BY created_at",
+        (run["status"], run["finished_at"]),
+    )
+    return [row[0] for row in cur.fetchall()] or [run["run_id"]]
+
+
 def _run_dict(row: tuple[Any, ...]) -> dict[str, Any]:
     keys = ("run_id", "status", "plan", "batch_size", "message", "created_at", "finished_at")
     return dict(zip(keys, row, strict=True))
 
 
+def try_producer_lock(cur: Any) -> bool:
+    """The session lock that lets one producer (or rollback) at a time change a database."""
+    cur.execute("SELECT pg_try_advisory_lock(%s)", (PRODUCER_LOCK_KEY,))
+    return bool(cur.fetchone()[0])
+
+
 def lock_run(cur: Any, run_id: str) -> None:
-    """Serialise run-level decisions: two stages closing at once must see each other's commit."""
-    cur.execute("SELECT 1 FROM uuid_migration.runs WHERE run_id = %s FOR UPDATE", (run_id,))
+    """Serialise run-level decisions: two stages closing at once must see each other's commit.
+
+    NO KEY UPDATE: it does not wait for batches, which hold the row FOR KEY SHARE.
+    """
+    cur.execute(
+        "SELECT 1 FROM uuid_migration.runs WHERE run_id = %s FOR NO KEY UPDATE", (run_id,)
+    )
+
+
+def run_is_fenced(cur: Any, run_id: str) -> bool:
+    """Inside a batch's transaction: True if a rollback has stopped the run.
+
+    FOR KEY SHARE lets batches run side by side, yet a rollback's FOR UPDATE on the row
+    waits for every batch transaction holding it, and batches after it see its status.
+    """
+    cur.execute(
+        "SELECT status FROM uuid_migration.runs WHERE run_id = %s FOR KEY SHARE", (run_id,)
+    )
+    row = cur.fetchone()
+    return row is None or row[0] in FENCED_RUN_STATES
 
 
 def set_run_status(

@@ -1,110 +1,182 @@
-"""Validation reports in the seed's shape, built from set-based checks.
+"""Validation reports for every phase a database can be in, from set-based checks.
 
-Each check is one SQL statement over a whole table; a report is the list of their results.
+`pre`: nothing migrated yet (baseline). `in_progress`: a run is planning, running or rolling
+back. `post`: the latest run ended (succeeded or failed). `rolled_back`: the latest run was
+undone. The chord's last task and `uuid-migrate validate` build the same reports.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from psycopg2 import sql
 
-from uuid_migrate import ledger
-from uuid_migrate.batch_sql import qualified
-from uuid_migrate.plan import UUID_COLUMN, Plan
+from uuid_migrate import checks_post as post
+from uuid_migrate import ledger, snapshot
+from uuid_migrate.check_sql import column_exists, count_rows
+from uuid_migrate.checks_pre import baseline_checks
+from uuid_migrate.ddl import CreateMappingTable, qualified
+from uuid_migrate.plan import MAPPING_TABLE, UUID_COLUMN, Plan
+from uuid_migrate.report import (
+    IN_PROGRESS,
+    POST,
+    PRE,
+    ROLLED_BACK,
+    CheckResult,
+    build_report,
+    verdict,
+)
 
-#: Offending ids shown per failed check.
-SAMPLE_SIZE = 10
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check: what was expected, what was found, and a few offending ids when it failed."""
-
-    name: str
-    table: str
-    status: str
-    expected: Any
-    actual: Any
-    sample: list[str] = field(default_factory=list)
-
-
-def rows_without_uuid(cur: Any, plan: Plan, table: str) -> CheckResult:
-    spec = plan.table(table)
-    names = {
-        "k": sql.Identifier(spec.key),
-        "t": qualified(plan, table),
-        "u": sql.Identifier(UUID_COLUMN),
-    }
-    cur.execute(sql.SQL("SELECT count(*) FROM {t} WHERE {u} IS NULL").format(**names))
-    missing = cur.fetchone()[0]
-    sample: list[str] = []
-    if missing:
-        cur.execute(
-            sql.SQL("SELECT {k}::text FROM {t} WHERE {u} IS NULL ORDER BY {k} LIMIT %s").format(
-                **names
-            ),
-            (SAMPLE_SIZE,),
-        )
-        sample = [row[0] for row in cur.fetchall()]
-    status = "passed" if missing == 0 else "failed"
-    return CheckResult("rows_without_uuid", table, status, 0, missing, sample)
+_PHASE_OF_STATUS = {
+    ledger.SUCCEEDED: POST,
+    ledger.FAILED: POST,
+    ledger.ROLLED_BACK: ROLLED_BACK,
+}
+#: Batch states that fail the report: after a run, anything unfinished; during one, failures.
+_UNFINISHED = (ledger.PENDING, ledger.RUNNING, ledger.FAILED)
 
 
-def table_summary(cur: Any, plan: Plan, run_id: str | None, table: str) -> dict[str, Any]:
-    """The seed's per-table figures: total, migrated, failed, duration (ms)."""
-    cur.execute(
-        sql.SQL("SELECT count(*), count({u}) FROM {t}").format(
-            u=sql.Identifier(UUID_COLUMN), t=qualified(plan, table)
-        )
-    )
-    total, migrated = cur.fetchone()
-    return {
-        "total": total,
-        "migrated": migrated,
-        "failed": total - migrated,
-        "duration": _duration_ms(cur, run_id, table),
-    }
+def phase_of(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return PRE
+    return _PHASE_OF_STATUS.get(run["status"], IN_PROGRESS)
 
 
-def _duration_ms(cur: Any, run_id: str | None, table: str) -> int | None:
-    if run_id is None:
-        return None
-    cur.execute(
-        "SELECT extract(epoch FROM max(b.finished_at) - min(b.started_at)) * 1000 "
-        "FROM uuid_migration.batches b JOIN uuid_migration.stages s "
-        "ON s.run_id = b.run_id AND s.stage = b.stage WHERE b.run_id = %s AND s.table_name = %s",
-        (run_id, table),
-    )
-    value = cur.fetchone()[0]
-    return int(value) if value is not None else None
+def baseline_report(cur: Any, plan: Plan) -> dict[str, Any]:
+    checks, present = baseline_checks(cur, plan)
+    tables = {t.name: _figures(cur, plan, t.name, None) for t in plan.migrated() if t.name in present}
+    return build_report(PRE, checks, tables)
 
 
-def build_report(phase: str, checks: list[CheckResult], tables: dict[str, Any]) -> dict[str, Any]:
-    """The seed's report: timestamp, overallStatus, summary, and our checks and tables."""
-    passed = sum(1 for c in checks if c.status == "passed")
-    return {
-        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "phase": phase,
-        "overallStatus": "passed" if passed == len(checks) else "failed",
-        "summary": {"totalChecks": len(checks), "passed": passed, "failed": len(checks) - passed},
-        "checks": [asdict(c) for c in checks],
-        "tables": tables,
-    }
+def post_migration_report(
+    cur: Any, plan: Plan, run_id: str | None, finished: set[str] | None = None
+) -> dict[str, Any]:
+    """Checks after a run; with `finished`, of a run in progress whose finished stages those are."""
+    checks: list[CheckResult] = []
+    done = {t.name for t in plan.tables} if finished is None else finished
+    for table in plan.migrated():
+        checks += _uuid_checks(cur, plan, table.name, complete=table.name in done)
+    for rel in plan.relations:
+        if rel.table in done and _references_done(plan, rel.table, done):
+            checks += [
+                post.references_translated(cur, plan, rel),
+                post.orphans_recorded(cur, plan, rel),
+            ]
+    if run_id is not None:
+        states = _UNFINISHED if finished is None else (ledger.FAILED,)
+        checks.append(post.batches_finished(cur, run_id, states))
+    tables = {t.name: _figures(cur, plan, t.name, run_id) for t in plan.migrated()}
+    return build_report(POST if finished is None else IN_PROGRESS, checks, tables)
 
 
-def post_migration_report(cur: Any, plan: Plan, run_id: str | None) -> dict[str, Any]:
-    """Checks after a run: here every migrated row has a UUID (issue 3 widens the set)."""
-    tables = [t.name for t in plan.migrated()]
-    checks = [rows_without_uuid(cur, plan, t) for t in tables]
-    summary = {t: table_summary(cur, plan, run_id, t) for t in tables}
-    return build_report("post", checks, summary)
+def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:
+    """Nothing the migration added is left, and each table matches its snapshot."""
+    checks = [_mapping_rows_removed(cur, plan, run_ids)]
+    for table, snap in sorted(snapshot.stored(cur, run_ids).items()):
+        found = snapshot.differences(cur, plan.schema, table, snap)
+        checks.append(verdict("restored_as_before", table, [], found, found[:10]))
+    tables = {t.name: {"total": count_rows(cur, plan, t.name)} for t in plan.tables}
+    return build_report(ROLLED_BACK, checks, tables)
+
+
+def validate_database(cur: Any, plan: Plan, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The report for whatever phase the database is in."""
+    phase = phase_of(run)
+    if phase == PRE:
+        return baseline_report(cur, plan)
+    if phase == ROLLED_BACK:
+        return rolled_back_report(cur, plan, ledger.runs_ended_with(cur, run))
+    if phase == POST:
+        return post_migration_report(cur, plan, run["run_id"])
+    return post_migration_report(cur, plan, run["run_id"], _finished_tables(cur, run["run_id"]))
 
 
 def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
     """The chord's final step: build, store and return the post-migration report."""
     report = post_migration_report(cur, plan, run_id)
-    ledger.store_report(cur, run_id, "post", report)
+    ledger.store_report(cur, run_id, POST, report)
     return report
+
+
+def _uuid_checks(cur: Any, plan: Plan, table: str, complete: bool) -> list[CheckResult]:
+    if not column_exists(cur, plan.schema, table, UUID_COLUMN):
+        return [verdict("uuid_column", table, UUID_COLUMN, "missing", [UUID_COLUMN])]
+    checks = [post.uuid_unique(cur, plan, table), post.mappings_agree(cur, plan, table)]
+    if complete:
+        rows = count_rows(cur, plan, table)
+        checks += [
+            post.rows_without_uuid(cur, plan, table),
+            post.mappings_one_per_row(cur, plan, table, rows),
+            post.uuid_index_valid(cur, plan, table),
+            *post.extra_columns_present(cur, plan, table),
+        ]
+    return checks
+
+
+def _references_done(plan: Plan, table: str, done: set[str]) -> bool:
+    """A table's translations are final once it and every parent of its relations finished."""
+    return all(r.parent in done for r in plan.relations_of(table))
+
+
+def _finished_tables(cur: Any, run_id: str) -> set[str]:
+    """Tables all of whose stages succeeded."""
+    by_table: dict[str, bool] = {}
+    for stage in ledger.stages(cur, run_id):
+        ok = stage["status"] == ledger.SUCCEEDED
+        by_table[stage["table"]] = by_table.get(stage["table"], True) and ok
+    return {table for table, ok in by_table.items() if ok}
+
+
+def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, Any]:
+    """The seed's per-table figures: total, migrated, failed (rows of failed batches), duration (ms)."""
+    migrated = 0
+    if column_exists(cur, plan.schema, table, UUID_COLUMN):
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
+                qualified(plan.schema, table), sql.Identifier(UUID_COLUMN)
+            )
+        )
+        migrated = int(cur.fetchone()[0])
+    return {
+        "total": count_rows(cur, plan, table),
+        "migrated": migrated,
+        "failed": _ledger_figure(cur, _FAILED_ROWS, run_id, table),
+        "duration": _ledger_figure(cur, _DURATION_MS, run_id, table),
+    }
+
+
+_FAILED_ROWS = (
+    "SELECT coalesce(sum(b.planned_rows), 0) FROM uuid_migration.batches b "
+    "JOIN uuid_migration.stages s ON s.run_id = b.run_id AND s.stage = b.stage "
+    "WHERE b.run_id = %s AND s.table_name = %s AND b.status = 'failed'"
+)
+#: The seed's duration: first batch start to last batch end of the table, in milliseconds.
+_DURATION_MS = (
+    "SELECT extract(epoch FROM max(b.finished_at) - min(b.started_at)) * 1000 "
+    "FROM uuid_migration.batches b JOIN uuid_migration.stages s "
+    "ON s.run_id = b.run_id AND s.stage = b.stage WHERE b.run_id = %s AND s.table_name = %s"
+)
+
+
+def _ledger_figure(cur: Any, query: str, run_id: str | None, table: str) -> int | None:
+    if run_id is None:
+        return None
+    cur.execute(query, (run_id, table))
+    value = cur.fetchone()[0]
+    return int(value) if value is not None else None
+
+
+def _mapping_rows_removed(cur: Any, plan: Plan, run_ids: list[str]) -> CheckResult:
+    """id_mappings is gone if the migration created it, else holds none of the runs' rows."""
+    step = CreateMappingTable(plan.schema)
+    if not step.exists(cur):
+        return verdict("id_mappings_removed", MAPPING_TABLE, 0, 0, [])
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {} WHERE table_name = ANY(%s) AND created_at >= "
+            "(SELECT min(created_at) FROM uuid_migration.runs WHERE run_id = ANY(%s))"
+        ).format(qualified(plan.schema, MAPPING_TABLE)),
+        ([t.name for t in plan.migrated()], run_ids),
+    )
+    left = int(cur.fetchone()[0])
+    return verdict("id_mappings_removed", MAPPING_TABLE, 0, left, [])

@@ -1,0 +1,124 @@
+"""`uuid-migrate rollback`: undo the migration, then prove the tables are as they were."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from config.settings import Settings
+from uuid_migrate import db, ledger, planfile
+from uuid_migrate import rollback as undoing
+from uuid_migrate.errors import ConnectionFailed, RunStateError
+from uuid_migrate.plan import Plan
+from uuid_migrate.progress import Progress, client
+from uuid_migrate.validation import rolled_back_report
+
+NOTHING, ABORTED, ROLLED_BACK = "nothing", "aborted", "rolled_back"
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """`nothing` to undo, `aborted` at the prompt, or `rolled_back` with its verification."""
+
+    status: str
+    report: dict[str, Any] | None = None
+    undone: list[str] = field(default_factory=list)
+
+
+def ask(prompt: str) -> bool:
+    """Ask on the terminal; anything but `yes` (or no input at all) is a no."""
+    try:
+        return input(prompt).strip().lower() == "yes"
+    except EOFError:
+        return False
+
+
+def rollback(
+    settings: Settings,
+    yes: bool = False,
+    force: bool = False,
+    plan_file: str | None = None,
+    confirm: Callable[[str], bool] = ask,
+    out: TextIO = sys.stdout,
+) -> RollbackOutcome:
+    url = settings.require_database()
+    with db.connection(url) as conn:
+        _claim_producer_lock(conn, force)
+        with conn.cursor() as cur:
+            undo = undoing.what_to_undo(cur)
+            latest = ledger.latest_run(cur)
+        conn.commit()
+        if undo is None:
+            out.write(f"nothing to roll back: {_why_nothing(latest)}\n")
+            return RollbackOutcome(NOTHING)
+        _refuse_running(undo, force)
+        if plan_file:
+            _require_same_tables(planfile.load(plan_file), undo.plan)
+        out.write(f"rollback of run(s) {', '.join(undo.run_ids)} will:\n")
+        out.write("".join(f"  - {line}\n" for line in undo.describe()))
+        if not yes and not confirm("Type 'yes' to roll back: "):
+            out.write("aborted; nothing was changed\n")
+            return RollbackOutcome(ABORTED)
+        report = _undo(conn, settings, undo, out)
+    return RollbackOutcome(ROLLED_BACK, report, undo.describe())
+
+
+def _undo(conn: Any, settings: Settings, undo: undoing.Undo, out: TextIO) -> dict[str, Any]:
+    if undo.running_batches:
+        out.write(f"waiting for {undo.running_batches} running batch(es) to end\n")
+    undoing.fence(conn, undo.run_ids)
+    with db.connection(settings.require_database(), autocommit=True) as index_conn:
+        undoing.reverse_steps(conn, index_conn, undo, settings.lock_timeout_ms)
+    _forget_redis(settings, undo.run_ids, out)
+    with conn.cursor() as cur:
+        undoing.forget_progress(cur, undo.run_ids)
+        report = rolled_back_report(cur, undo.plan, undo.run_ids)
+        undoing.close_runs(cur, undo.run_ids, report)
+    conn.commit()
+    return report
+
+
+def _why_nothing(latest: dict[str, Any] | None) -> str:
+    if latest is None:
+        return "no migration is recorded in this database"
+    return f"run {latest['run_id']} was rolled back at {ledger.iso(latest['finished_at'])}"
+
+
+def _claim_producer_lock(conn: Any, force: bool) -> None:
+    with conn.cursor() as cur:
+        free = ledger.try_producer_lock(cur)
+    conn.commit()
+    if not free and not force:
+        raise RunStateError(
+            "a uuid-migrate producer is working on this database (planning, or `run --wait`); "
+            "stop it first, or pass --force"
+        )
+
+
+def _refuse_running(undo: undoing.Undo, force: bool) -> None:
+    if undo.running_batches and not force:
+        raise RunStateError(
+            f"{undo.running_batches} batch(es) of run {undo.run_ids[-1]} are running; wait for "
+            "them to finish, or pass --force to stop the run (queued batches then do nothing) "
+            "and roll back"
+        )
+
+
+def _require_same_tables(named: Plan, recorded: Plan) -> None:
+    if {t.name for t in named.tables} != {t.name for t in recorded.tables}:
+        raise RunStateError(
+            "the plan given names other tables than the recorded migration; nothing was changed"
+        )
+
+
+def _forget_redis(settings: Settings, run_ids: list[str], out: TextIO) -> None:
+    """Best effort: progress keys expire by themselves, so an unreachable Redis only warns."""
+    try:
+        redis_conn = client(settings.redis_url)
+    except ConnectionFailed as exc:
+        out.write(f"warning: {exc}; its progress keys will expire on their own\n")
+        return
+    for run_id in run_ids:
+        Progress(redis_conn, run_id).forget()

@@ -1,0 +1,153 @@
+"""Rollback against real services: after a full run, a partial one, with batches in flight.
+
+Every test judges the rollback from the outside: pg_dump's schema and ordered checksums of
+every table before the migration, compared with the same after migration plus rollback.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+
+from config.celery import make_app
+from producer import commands, rollback_command, validate_command
+from uuid_migrate import ledger
+
+from .helpers import (
+    CLINIC_TABLES,
+    assert_fully_migrated,
+    database_dump,
+    rows,
+    run_clinic,
+    scalar,
+)
+from .test_cli_and_batches import uuid_migrate
+
+pytestmark = pytest.mark.e2e
+
+#: Makes every batch that touches this dashboard fail, as a bad row in production would.
+FAILING_TRIGGER = """
+CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.id = (SELECT min(id) FROM dashboards) THEN RAISE EXCEPTION 'bad row %', NEW.id; END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_one BEFORE UPDATE ON dashboards FOR EACH ROW EXECUTE FUNCTION refuse_one();
+"""
+
+SLOW_TRIGGER = """
+CREATE FUNCTION take_time() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$;
+CREATE TRIGGER take_time BEFORE UPDATE ON dashboards FOR EACH ROW EXECUTE FUNCTION take_time();
+"""
+
+
+def rollback(settings, **kwargs) -> rollback_command.RollbackOutcome:
+    return rollback_command.rollback(settings, yes=True, out=io.StringIO(), **kwargs)
+
+
+def test_rollback_after_a_full_run_restores_everything_and_a_second_one_does_nothing(
+    clinic, settings, redis_conn
+):
+    before = database_dump(clinic, settings.database_url)
+    first = run_clinic(settings)
+    assert first.status == ledger.SUCCEEDED
+    assert redis_conn.keys(f"uuid_migrate:{first.run_id}:*")
+
+    outcome = rollback(settings)
+
+    assert outcome.status == "rolled_back" and outcome.report["overallStatus"] == "passed"
+    assert database_dump(clinic, settings.database_url) == before
+    assert redis_conn.keys(f"uuid_migrate:{first.run_id}:*") == []
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.batches") == 0
+    assert validate_command.validate(settings)["phase"] == "rolled_back"
+    again = uuid_migrate("rollback", "--yes", DATABASE_URL=settings.database_url)
+    assert again.returncode == 0 and "nothing to roll back" in again.stdout
+    assert database_dump(clinic, settings.database_url) == before
+
+    rerun = run_clinic(settings)  # and the migration can start afresh
+
+    assert rerun.status == ledger.SUCCEEDED and rerun.run_id != first.run_id
+    for table in CLINIC_TABLES:
+        assert_fully_migrated(clinic, table)
+    assert validate_command.validate(settings)["overallStatus"] == "passed"
+    assert rollback(settings).report["overallStatus"] == "passed"
+    assert database_dump(clinic, settings.database_url) == before
+
+
+def test_rollback_after_a_partial_run_with_workers_stopped(clinic, settings):
+    with clinic.cursor() as cur:
+        cur.execute(FAILING_TRIGGER)  # part of the original schema: it must survive
+    before = database_dump(clinic, settings.database_url)
+    result = run_clinic(settings)
+    assert result.status == ledger.FAILED
+    stages = dict(rows(clinic, "SELECT stage, status FROM uuid_migration.stages"))
+    assert stages["users"] == "succeeded" and stages["dashboards"] == "failed"
+
+    cli = uuid_migrate("rollback", "--yes", DATABASE_URL=settings.database_url)
+
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert "matches its snapshot" in cli.stdout
+    assert database_dump(clinic, settings.database_url) == before
+
+
+def test_rollback_asks_first_and_refuses_while_batches_run(clinic, settings):
+    run_clinic(settings)
+    migrated = database_dump(clinic, settings.database_url)
+
+    declined = uuid_migrate("rollback", DATABASE_URL=settings.database_url, input_text="no\n")
+    assert declined.returncode == 1 and "drop column users.uuid_id" in declined.stdout
+    with clinic.cursor() as cur:
+        cur.execute("UPDATE uuid_migration.batches SET status = 'running' WHERE batch_no = 2")
+    refused = uuid_migrate("rollback", "--yes", DATABASE_URL=settings.database_url)
+    assert refused.returncode == 2 and "--force" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert database_dump(clinic, settings.database_url) == migrated
+
+
+def test_a_forced_rollback_stops_a_live_run_and_no_batch_writes_after_it(
+    clinic, settings, start_workers, tmp_path
+):
+    with clinic.cursor() as cur:
+        cur.execute(SLOW_TRIGGER)  # dashboards batches take ~0.25 s: the rollback lands mid-stage
+    before = database_dump(clinic, settings.database_url)
+    queued = commands.run(settings, plan_file="clinic", out=io.StringIO())  # enqueued, no worker
+    start_workers(2)
+    wait_until(lambda: batches_done(clinic, queued.run_id, "dashboards") >= 3)
+
+    outcome = rollback(settings, force=True)
+
+    assert outcome.report["overallStatus"] == "passed", outcome.report
+    wait_until(lambda: workers_idle(settings))
+    assert database_dump(clinic, settings.database_url) == before
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.errors") == 0
+    assert scalar(clinic, "SELECT status FROM uuid_migration.runs") == ledger.ROLLED_BACK
+    logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+    assert "skipped" in logs, "batches delivered after the rollback must have been skipped"
+
+
+def batches_done(conn, run_id: str, stage: str) -> int:
+    return scalar(
+        conn,
+        "SELECT count(*) FROM uuid_migration.batches WHERE run_id = %s AND stage = %s "
+        "AND status = 'succeeded'",
+        (run_id, stage),
+    )
+
+
+def workers_idle(settings) -> bool:
+    """Nothing queued and nothing being worked on: every delivered batch has had its say."""
+    app = make_app(settings)
+    with app.connection_for_write() as conn:
+        queued = conn.default_channel.queue_declare(settings.queue).message_count
+    active = app.control.inspect(timeout=1.0).active() or {}
+    return queued == 0 and bool(active) and not any(active.values())
+
+
+def wait_until(condition, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
