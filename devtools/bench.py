@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 from psycopg2 import sql
 
+from devtools import bench_safety
 from uuid_migrate import catalog, db, ledger, planfile, sample
 from uuid_migrate.batch_sql import batch_statement
 from uuid_migrate.ddl import additive_steps, uuid_index
@@ -65,6 +66,7 @@ class Result:
     finish_s: float | None = None
     db_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
+    safety: list[str] = field(default_factory=list)
 
 
 Method = Callable[[str, Plan, argparse.Namespace, Result], None]
@@ -309,6 +311,13 @@ end: start-up, planning, DDL, batches, index builds, validation, worker shutdown
 
 {notes}
 
+## Validation and rollback
+
+On the same data, sizes as above (the run's own snapshot and baseline report are in (c)'s
+start-up and planning; its post-migration report in its validation phase):
+
+{safety}
+
 ## Compared with /work/shared/PERFORMANCE.md
 
 users / dashboards rows/s, one statement: {then_a} there, {now_a} here; 2-process ceiling:
@@ -349,6 +358,7 @@ def render(args: argparse.Namespace, info: dict[str, Any], results: list[Result]
         ratio=b.seconds / c.seconds,
         ratio_finish=(b.seconds + (b.finish_s or 0)) / c.seconds,
         notes="\n".join(f"- ({r.key}) {n}" for r in results for n in r.notes),
+        safety="\n".join(f"- {line}" for line in [info.pop("baseline"), *c.safety]),
         then_a=pair(*EARLIER["a"]),
         then_b=pair(*EARLIER["b"]),
         now_a=pair(*now["a"]),
@@ -407,6 +417,8 @@ def measure(
         method(url, plan, args, result)
         finish_s, result.db_mb = finish_and_check(url, plan, build_indexes=not tool)
         result.finish_s = None if tool else finish_s
+        if tool:
+            result.safety = bench_safety.after_run(url)
     log(f"({result.key}) {result.seconds:.1f} s")
     return result
 
@@ -432,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         plan = build_pristine(url, size)
         info["build"] = time.perf_counter() - started
+        info["baseline"] = bench_safety.baseline(url)
         results = [measure(server, pristine, plan, args, r, m) for r, m in methods]
     text = render(args, info, results)
     Path(args.output).write_text(text)
