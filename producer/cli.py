@@ -165,7 +165,8 @@ def _print_status(status: dict[str, Any], as_json: bool) -> int:
     report = status.get("validation")
     if report:
         print(
-            f"validation: {report['overallStatus']} ({report['summary']['passed']}/"
+            f"validation ({report['phase']}, {report['timestamp']}): {report['overallStatus']} "
+            f"({report['summary']['passed']}/"
             f"{report['summary']['totalChecks']} checks passed)"
         )
     return EXIT_OK

@@ -179,7 +179,7 @@ def status_for_url(url: str) -> dict[str, Any]:
             return {"run": None, "status": "none", "tables": []}
         run_id = latest["run_id"]
         checkpoints = [stage_checkpoint(cur, run_id, s) for s in ledger.stages(cur, run_id)]
-        report = ledger.latest_report(cur, run_id, "post")
+        report = ledger.latest_report(cur, run_id)
     return {
         "run": run_id,
         "status": latest["status"],

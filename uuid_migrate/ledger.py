@@ -352,11 +352,12 @@ def store_report(cur: Any, run_id: str | None, kind: str, report: dict[str, Any]
     )
 
 
-def latest_report(cur: Any, run_id: str, kind: str) -> dict[str, Any] | None:
+def latest_report(cur: Any, run_id: str, kind: str | None = None) -> dict[str, Any] | None:
+    """The run's newest report of that kind (a phase), or of any kind."""
     cur.execute(
-        "SELECT report FROM uuid_migration.reports WHERE run_id = %s AND kind = %s "
-        "ORDER BY id DESC LIMIT 1",
-        (run_id, kind),
+        "SELECT report FROM uuid_migration.reports WHERE run_id = %s "
+        "AND (%s::text IS NULL OR kind = %s) ORDER BY id DESC LIMIT 1",
+        (run_id, kind, kind),
     )
     row = cur.fetchone()
     return row[0] if row else None

@@ -135,7 +135,7 @@ def forget_progress(cur: Any, run_ids: list[str]) -> None:
 
 
 def close_runs(cur: Any, run_ids: list[str], report: dict[str, Any]) -> None:
-    ledger.store_report(cur, run_ids[-1], "rollback", report)
+    ledger.store_report(cur, run_ids[-1], report["phase"], report)
     message = "rolled back" + ("" if report["overallStatus"] == "passed" else "; verification failed")
     cur.execute(
         "UPDATE uuid_migration.runs SET status = %s, message = %s, finished_at = now() "
