@@ -70,6 +70,10 @@ def _undo(conn: Any, settings: Settings, undo: undoing.Undo, out: TextIO) -> dic
         out.write(f"waiting for {undo.running_batches} running batch(es) to end\n")
     undoing.fence(conn, undo.run_ids)
     with db.connection(settings.require_database(), autocommit=True) as index_conn:
+        undoing.wait_for_index_builds(index_conn, undo.plan)
+        with conn.cursor() as cur:  # again: what was built while we waited is recorded now
+            undo = undoing.what_to_undo(cur) or undo
+        conn.commit()
         undoing.reverse_steps(conn, index_conn, undo, settings.lock_timeout_ms)
     _forget_redis(settings, undo.run_ids, out)
     with conn.cursor() as cur:

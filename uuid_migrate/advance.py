@@ -6,7 +6,6 @@ what must be sent next; the tasks do the sending.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,28 +110,34 @@ def advance_run(cur: Any, run_id: str, page_size: int) -> Next:
 def build_unique_index(conn_factory: Any, index: UniqueIndex, run_id: str, position: int) -> None:
     """CREATE UNIQUE INDEX CONCURRENTLY, once, replacing an invalid leftover of a crash.
 
-    Recorded as one of the run's steps, so rollback knows it may drop it.
+    Recorded as one of the run's steps, so rollback knows it may drop it. Under the index's
+    advisory lock, which a rollback takes too: either the build ends before the rollback
+    looks, or it sees the rollback's fence and builds nothing.
     """
     conn = conn_factory()
     try:
         with conn.cursor() as cur:
-            lock = zlib.crc32(f"uuid_migrate:index:{index.schema}.{index.name}".encode())
             # A session lock: it holds no snapshot, so the concurrent build never waits on it.
-            cur.execute("SELECT pg_advisory_lock(%s)", (lock,))
+            cur.execute("SELECT pg_advisory_lock(%s)", (index.lock_key(),))
             try:
-                validity = index.validity(cur)
-                if validity is False:
-                    cur.execute(index.reverse())
-                cur.execute(index.forward())
-                cur.execute(
-                    "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (run_id, position, Json(step_to_dict(index)), validity is not True),
-                )
+                if not ledger.run_is_fenced(cur, run_id):
+                    _build(cur, index, run_id, position)
             finally:
-                cur.execute("SELECT pg_advisory_unlock(%s)", (lock,))
+                cur.execute("SELECT pg_advisory_unlock(%s)", (index.lock_key(),))
     finally:
         conn.close()
+
+
+def _build(cur: Any, index: UniqueIndex, run_id: str, position: int) -> None:
+    validity = index.validity(cur)
+    if validity is False:
+        cur.execute(index.reverse())
+    cur.execute(index.forward())
+    cur.execute(
+        "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
+        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (run_id, position, Json(step_to_dict(index)), validity is not True),
+    )
 
 
 def index_step_of(plan: Plan, table: str) -> tuple[int, UniqueIndex]:

@@ -8,6 +8,7 @@ that was there before the migration.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -125,6 +126,10 @@ class UniqueIndex:
 
     def describe(self) -> str:
         return f"unique index {self.name} on {self.table}"
+
+    def lock_key(self) -> int:
+        """The advisory lock held while the index is built, or looked at by a rollback."""
+        return zlib.crc32(f"uuid_migrate:index:{self.schema}.{self.name}".encode())
 
     def reverse(self) -> sql.Composed:
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(

@@ -15,7 +15,14 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate import ledger
-from uuid_migrate.ddl import CreateMappingTable, Step, UniqueIndex, qualified, step_from_dict
+from uuid_migrate.ddl import (
+    CreateMappingTable,
+    Step,
+    UniqueIndex,
+    index_steps,
+    qualified,
+    step_from_dict,
+)
 from uuid_migrate.ddl_runner import run_ddl
 from uuid_migrate.plan import MAPPING_TABLE, Plan, from_dict
 
@@ -85,6 +92,14 @@ def fence(conn: Any, run_ids: list[str]) -> None:
             (ledger.ROLLING_BACK, "rollback in progress", run_ids),
         )
     conn.commit()
+
+
+def wait_for_index_builds(index_conn: Any, plan: Plan) -> None:
+    """After the fence: an index build in flight ends (and records itself) before we look."""
+    with index_conn.cursor() as cur:
+        for _, index in index_steps(plan):
+            cur.execute("SELECT pg_advisory_lock(%s)", (index.lock_key(),))
+            cur.execute("SELECT pg_advisory_unlock(%s)", (index.lock_key(),))
 
 
 def reverse_steps(conn: Any, index_conn: Any, undo: Undo, lock_timeout_ms: int) -> None:
