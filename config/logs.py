@@ -75,6 +75,7 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level or logging.INFO)
+    logging.captureWarnings(True)  # Python warnings become log lines in the same format
     mask_all_handlers()
     return handler
 

@@ -25,3 +25,12 @@ def _setup_logging(loglevel: Any = None, **_: Any) -> None:
 def _mask_pool_logging(**_: Any) -> None:
     # Handlers a library adds later (in the pool child) get the masking filter too.
     mask_all_handlers()
+
+
+@signals.celeryd_init.connect
+def _early_logging(instance: Any = None, options: Any = None, **_: Any) -> None:
+    # Before Celery's start-up checks, whose warnings would otherwise bypass our format.
+    configure_logging(settings, (options or {}).get("loglevel") or "INFO")
+    # The startup banner is free text on stdout; a JSON log stays one object per line.
+    if settings.log_format == "json" and instance is not None:
+        instance.quiet = True

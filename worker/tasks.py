@@ -29,20 +29,24 @@ def migrate_batch(
     except Exception:
         runtime.drop_database()
         raise
+    _log_batch(outcome, key_range, table)
+    return outcome.as_dict()
+
+
+def _log_batch(outcome: batch.BatchOutcome, key_range: str, table: str) -> None:
+    """The batch's one log line: key=value text, or these fields in a JSON log."""
     fields = {
-        "event": "batch",
-        "run": run_id,
+        "run": outcome.run_id,
         "table": outcome.table or table,
-        "stage": stage,
-        "batch": batch_no,
+        "stage": outcome.stage,
+        "batch": outcome.batch_no,
         "range": outcome.key_range or key_range,
         "status": outcome.status,
         "rows": outcome.rows,
         "duration_ms": outcome.duration_ms,
         "attempt": outcome.attempt,
     }
-    log.info("batch %s", fields_text(fields), extra={FIELDS: fields})
-    return outcome.as_dict()
+    log.info("batch %s", fields_text(fields), extra={FIELDS: {"event": "batch", **fields}})
 
 
 @app.task(name=dispatch.PAGE_DONE_TASK, acks_late=True, reject_on_worker_lost=True)
