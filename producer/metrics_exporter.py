@@ -18,6 +18,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from uuid_migrate import db, metrics
 
@@ -106,6 +107,6 @@ def _run_gauge(name: str, doc: str, run: metrics.RunMetrics, value: float | None
 
 
 def _buckets(stage: metrics.StageMetrics) -> list[tuple[str, Any]]:
-    bounds = [str(b) for b in metrics.DURATION_BOUNDS] + ["+Inf"]
+    bounds = [floatToGoString(b) for b in metrics.DURATION_BOUNDS] + ["+Inf"]
     counts = stage.duration_buckets or (0,) * len(bounds)
     return list(zip(bounds, counts, strict=True))
