@@ -21,6 +21,8 @@ log = logging.getLogger("uuid_migrate.observe")
 DEFAULT_ADDRESS = "127.0.0.1"
 DEFAULT_FLOWER_PORT = 5555
 DEFAULT_METRICS_PORT = 9808
+#: Flower's task list shows the arguments: run, stage (table), batch number and key range.
+FLOWER_TASK_COLUMNS = "name,args,kwargs,state,runtime,worker"
 
 
 def flower_arguments(settings: Settings, address: str, port: int) -> list[str]:
@@ -30,6 +32,7 @@ def flower_arguments(settings: Settings, address: str, port: int) -> list[str]:
             f"refusing to serve Flower on {address} without FLOWER_BASIC_AUTH=user:password"
         )
     args = ["--app", "worker", "flower", f"--address={address}", f"--port={port}"]
+    args.append(f"--tasks_columns={FLOWER_TASK_COLUMNS}")
     if settings.flower_basic_auth:
         args.append(f"--basic_auth={settings.flower_basic_auth}")
     return args

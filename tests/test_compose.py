@@ -76,7 +76,7 @@ def test_compose_file_follows_the_compose_specification():
 
 def test_the_schema_check_catches_a_broken_compose_file(tmp_path):
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text("services:\n  worker:\n    build: .\n    ports: 5555\n    scale: many\n")
+    broken.write_text("services:\n  worker:\n    build: .\n    ports: 5555\n")
     result = check_compose_schema(broken)
     assert result.returncode == 1 and "5555 is not of type" in result.stdout + result.stderr
 
