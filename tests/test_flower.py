@@ -9,8 +9,10 @@ from dataclasses import replace
 
 import pytest
 
+from config.settings import load_settings
 from producer import commands
 from uuid_migrate import ledger, sample
+from uuid_migrate.errors import ConfigError
 
 from .helpers import rows
 from .watch import (
@@ -139,3 +141,11 @@ def test_flower_refuses_to_listen_beyond_this_machine_without_basic_auth(setting
 
     assert code == 2
     assert "refusing to serve Flower on 0.0.0.0 without FLOWER_BASIC_AUTH" in log.read_text()
+
+
+def test_flower_basic_auth_must_be_user_and_password_and_is_never_shown():
+    with pytest.raises(ConfigError, match="FLOWER_BASIC_AUTH must be user:password") as error:
+        load_settings({"FLOWER_BASIC_AUTH": "admin-without-password"})
+    assert "admin-without-password" not in str(error.value)
+    settings = load_settings({"FLOWER_BASIC_AUTH": "admin:hunter2"})
+    assert settings.flower_basic_auth == "admin:hunter2" and "hunter2" not in repr(settings)

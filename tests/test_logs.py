@@ -13,6 +13,7 @@ from config.logs import FIELDS, configure_logging
 from config.settings import load_settings
 from producer import commands
 from uuid_migrate import ledger, sample
+from uuid_migrate.errors import ConfigError
 
 from .helpers import rows
 from .watch import secret_password, with_password
@@ -94,3 +95,9 @@ def test_text_logs_are_masked_too_and_a_library_handler_gets_the_filter(root_log
         library.propagate = True
     assert "WARNING" in stream.getvalue() and "amqp://guest:***@rabbit:5672//" in stream.getvalue()
     assert library_stream.getvalue().strip() == "redis://:***@cache:6379/0"
+
+
+def test_an_unknown_log_format_is_a_clear_setting_error():
+    with pytest.raises(ConfigError, match="LOG_FORMAT must be one of text, json"):
+        load_settings({"LOG_FORMAT": "xml"})
+    assert load_settings({"LOG_FORMAT": "JSON"}).log_format == "json"
