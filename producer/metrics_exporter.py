@@ -52,7 +52,11 @@ class LedgerCollector(Collector):
 
 def families(run: metrics.RunMetrics) -> Iterator[Metric]:
     """The run's metrics as Prometheus families; labels never hold a connection string."""
-    labels = ["run", "stage", "table"]
+    yield from _run_families(run)
+    yield from _stage_families(run)
+
+
+def _run_families(run: metrics.RunMetrics) -> Iterator[Metric]:
     info = GaugeMetricFamily(
         f"{PREFIX}_run_info", "the latest run (1) and its status", labels=["run", "status"]
     )
@@ -68,6 +72,9 @@ def families(run: metrics.RunMetrics) -> Iterator[Metric]:
         run.rows_per_second,
     )
 
+
+def _stage_families(run: metrics.RunMetrics) -> Iterator[Metric]:
+    labels = ["run", "stage", "table"]
     migrated = CounterMetricFamily(
         f"{PREFIX}_rows_migrated",
         "rows of finished batches (planned rows of succeeded batches)",

@@ -33,6 +33,9 @@ def flower_arguments(settings: Settings, address: str, port: int) -> list[str]:
         )
     args = ["--app", "worker", "flower", f"--address={address}", f"--port={port}"]
     args.append(f"--tasks_columns={FLOWER_TASK_COLUMNS}")
+    # Our workers start with events on. Flower's own periodic `enable_events` broadcast would
+    # also switch them on in an application's workers sharing the broker: not ours to do.
+    args.append("--enable_events=false")
     if settings.flower_basic_auth:
         args.append(f"--basic_auth={settings.flower_basic_auth}")
     return args
