@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 WITH_SERVICES := $(PY) -m devtools.services --
 ROWS ?= 20000
 BENCH_ARGS ?=
+FLOWER_ARGS ?=
+METRICS_ARGS ?=
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench lint clean flower metrics
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,14 @@ test: venv
 
 bench: venv
 	$(WITH_SERVICES) $(PY) -m devtools.bench $(BENCH_ARGS)
+
+# Watch a run against the configured broker / database (BROKER_URL or REDIS_URL, DATABASE_URL);
+# basic auth from FLOWER_BASIC_AUTH=user:password. Both listen on 127.0.0.1 unless told otherwise.
+flower: venv
+	$(VENV)/bin/uuid-migrate flower $(FLOWER_ARGS)
+
+metrics: venv
+	$(VENV)/bin/uuid-migrate metrics $(METRICS_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

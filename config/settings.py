@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uuid_migrate.errors import ConfigError
@@ -20,6 +20,8 @@ DEFAULT_LOCK_TIMEOUT_MS = 2000
 DEFAULT_STATEMENT_TIMEOUT_MS = 0
 #: Batches sent per chord; bounds producer memory and queue length for any table size.
 DEFAULT_DISPATCH_PAGE = 500
+#: Log formats: `text` for people, `json` (one object a line) for log collectors.
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class Settings:
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     dispatch_page: int = DEFAULT_DISPATCH_PAGE
+    log_format: str = "text"
+    #: `user:password` for Flower's basic auth; None leaves Flower's API closed.
+    flower_basic_auth: str | None = field(default=None, repr=False)
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -57,7 +62,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
         statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS),
         dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
+        log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS),
+        flower_basic_auth=_basic_auth(env.get("FLOWER_BASIC_AUTH") or None),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or allowed[0]).lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _basic_auth(raw: str | None) -> str | None:
+    """`user:password`, possibly several separated by commas (Flower's own syntax)."""
+    if raw is None:
+        return None
+    for pair in raw.split(","):
+        user, _, password = pair.partition(":")
+        if not user or not password:
+            raise ConfigError("FLOWER_BASIC_AUTH must be user:password (password not shown)")
+    return raw
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

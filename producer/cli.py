@@ -12,20 +12,23 @@ import psycopg2
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
+from config.logs import configure_logging
 from config.settings import load_settings
-from producer import commands, demo, report_view, rollback_command, validate_command
+from producer import commands, demo, observe, report_view, rollback_command, validate_command
 from uuid_migrate.db import mask_secrets
 from uuid_migrate.errors import ConfigError, MigrateError
 from uuid_migrate.ledger import SUCCEEDED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+SERVERS = ("flower", "metrics")
 
 DESCRIPTION = """\
 Move a live PostgreSQL database from string primary keys to UUIDs, additively: every
 string-keyed table gains uuid_id, every reference gains <column>_uuid_id, and id_mappings
 records old -> new. Work is split into key-range batches run by Celery workers.
 
-Settings come from DATABASE_URL, REDIS_URL, BROKER_URL (default: REDIS_URL) and BATCH_SIZE."""
+Settings come from DATABASE_URL, REDIS_URL, BROKER_URL (default: REDIS_URL) and BATCH_SIZE;
+LOG_FORMAT=json for JSON logs, FLOWER_BASIC_AUTH=user:password for `flower`."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,7 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=_positive, default=2, help="local workers (default 2)")
     p.add_argument("--keep", action="store_true", help="keep the demo database afterwards")
+
+    p = sub.add_parser(
+        "flower", help="watch the workers and every batch in Flower (auth: FLOWER_BASIC_AUTH)"
+    )
+    _serve_options(p, observe.DEFAULT_FLOWER_PORT)
+    p = sub.add_parser(
+        "metrics", help="serve Prometheus metrics of the latest run, from the ledger"
+    )
+    _serve_options(p, observe.DEFAULT_METRICS_PORT)
     return parser
+
+
+def _serve_options(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--port", type=_positive, default=port, help=f"port (default {port})")
+    p.add_argument(
+        "--address",
+        default=observe.DEFAULT_ADDRESS,
+        help=f"address to bind (default {observe.DEFAULT_ADDRESS}: this machine only)",
+    )
 
 
 def _plan_options(p: argparse.ArgumentParser) -> None:
@@ -113,6 +134,8 @@ def _positive(text: str) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     settings = load_settings()
+    # Servers log what they do; the other commands talk to people and log only trouble.
+    configure_logging(settings, "INFO" if args.command in SERVERS else "WARNING")
     if args.command == "plan":
         sys.stdout.write(commands.plan(settings, args.plan, args.schema))
         return EXIT_OK
@@ -130,6 +153,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return _report_rollback(outcome)
     if args.command == "demo":
         return demo.demo(settings, args.rows, args.workers, args.keep)
+    if args.command == "flower":
+        return observe.flower(settings, args.address, args.port)
+    if args.command == "metrics":
+        return observe.serve_metrics(settings, args.address, args.port)
     raise ConfigError(f"unknown command {args.command}")
 
 

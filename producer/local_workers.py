@@ -38,6 +38,7 @@ class LocalWorkers:
                 "UUID_MIGRATE_QUEUE": self.settings.queue,
                 "STATEMENT_TIMEOUT_MS": str(self.settings.statement_timeout_ms),
                 "DISPATCH_PAGE": str(self.settings.dispatch_page),
+                "LOG_FORMAT": self.settings.log_format,
             }
         )
         return env

@@ -11,6 +11,7 @@ from dataclasses import replace
 import psycopg2
 import pytest
 import redis
+from kombu import Connection
 from psycopg2 import sql
 
 from config.settings import Settings, load_settings
@@ -61,6 +62,33 @@ def settings(server_settings: Settings, database_url: str) -> Settings:
     return replace(server_settings, database_url=database_url, queue=queue, batch_size=50)
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_settings(request, settings: Settings) -> Iterator[Settings]:
+    """The test's settings with each broker in turn; Redis keeps results and checkpoints.
+
+    RabbitMQ keeps a declared queue (and its exchange) forever, so the test's own are deleted
+    afterwards: the shared server never piles up queues.
+    """
+    if request.param == "redis":
+        yield settings
+        return
+    url = os.environ.get("RABBITMQ_URL")
+    if not url:
+        pytest.skip("RABBITMQ_URL is not set: no RabbitMQ to run the broker test against")
+    try:
+        with Connection(url, connect_timeout=5) as probe:
+            probe.ensure_connection(max_retries=1)
+    except Exception as exc:
+        pytest.fail(f"RabbitMQ is not reachable at {db.mask_url(url)}: {exc}", pytrace=False)
+    yield replace(settings, broker_url=url)
+    with Connection(url) as cleanup:
+        channel = cleanup.default_channel
+        # Passive declare: fails unless the run's tasks really went through RabbitMQ.
+        channel.queue_declare(settings.queue, passive=True)
+        channel.queue_delete(settings.queue)
+        channel.exchange_delete(settings.queue)
+
+
 @pytest.fixture
 def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
     connection = db.connect(database_url, autocommit=True)
@@ -101,5 +129,5 @@ def pytest_report_header() -> list[str]:
     return [
         f"database: {db.mask_url(settings.database_url or '<unset>')}",
         f"redis: {db.mask_url(settings.redis_url)}",
-        f"rabbitmq: {os.environ.get('RABBITMQ_URL', '<unset>')}",
+        f"rabbitmq: {db.mask_url(os.environ.get('RABBITMQ_URL') or '<unset>')}",
     ]

@@ -27,9 +27,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_full_run_gives_every_row_a_uuid_translates_references_and_records_orphans(
-    clinic, settings, redis_conn
+    clinic, broker_settings, redis_conn
 ):
-    result = run_clinic(settings)
+    result = run_clinic(broker_settings)
 
     assert result.status == ledger.SUCCEEDED
     for table in CLINIC_TABLES:

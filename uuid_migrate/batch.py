@@ -131,9 +131,10 @@ def _transaction(
         planned = row[1]
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
         rows, mappings, orphans = cur.fetchone()
+        # clock_timestamp(): now() is the transaction's start, before the batch's work.
         cur.execute(
             "UPDATE uuid_migration.batches SET status = 'succeeded', rows = %s, "
-            "finished_at = now(), last_error = NULL "
+            "finished_at = clock_timestamp(), last_error = NULL "
             "WHERE run_id = %s AND stage = %s AND batch_no = %s",
             (rows, batch.run_id, batch.stage, batch.batch_no),
         )

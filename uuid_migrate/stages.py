@@ -33,6 +33,11 @@ def stage_name(table: str, kind: str) -> str:
     return table if kind == BACKFILL else f"{table}:{REFERENCES}"
 
 
+def table_of(stage: str) -> str:
+    """The table a stage name belongs to (for display: the plan's Stage has it exactly)."""
+    return stage.removesuffix(f":{REFERENCES}")
+
+
 def table_order(plan: Plan) -> list[str]:
     """Migrated tables with parents first; members of one cycle keep plan order."""
     migrated = [t.name for t in plan.migrated()]

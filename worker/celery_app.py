@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery import signals
+
 from config.celery import make_app
+from config.logs import configure_logging, mask_all_handlers
 from config.settings import load_settings
 
 settings = load_settings()
 app = make_app(settings)
 app.conf.include = ["worker.tasks"]
+
+
+@signals.setup_logging.connect
+def _setup_logging(loglevel: Any = None, **_: Any) -> None:
+    """Our handler (text or JSON, secrets masked) instead of Celery's own logging set-up."""
+    configure_logging(settings, loglevel or "INFO")
+
+
+@signals.worker_process_init.connect
+def _mask_pool_logging(**_: Any) -> None:
+    # Handlers a library adds later (in the pool child) get the masking filter too.
+    mask_all_handlers()
+
+
+@signals.celeryd_init.connect
+def _early_logging(instance: Any = None, options: Any = None, **_: Any) -> None:
+    # Before Celery's start-up checks, whose warnings would otherwise bypass our format.
+    configure_logging(settings, (options or {}).get("loglevel") or "INFO")
+    # The startup banner is free text on stdout; a JSON log stays one object per line.
+    if settings.log_format == "json" and instance is not None:
+        instance.quiet = True

@@ -10,6 +10,7 @@ from celery import Celery, chord
 
 from uuid_migrate.advance import Next
 from uuid_migrate.flow import Page
+from uuid_migrate.stages import table_of
 
 BATCH_TASK = "uuid_migrate.batch"
 PAGE_DONE_TASK = "uuid_migrate.page_done"
@@ -28,7 +29,7 @@ def send_page(app: Celery, queue: str, page: Page) -> None:
         app.signature(
             BATCH_TASK,
             args=(page.run_id, page.stage, b.batch_no),
-            kwargs={"key_range": b.key_range.label()},
+            kwargs={"table": table_of(page.stage), "key_range": b.key_range.label()},
             queue=queue,
         )
         for b in page.batches

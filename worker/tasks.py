@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from config.logs import FIELDS, fields_text
 from uuid_migrate import advance, batch, db
 from uuid_migrate.progress import Progress
 from worker import dispatch, runtime
@@ -14,8 +15,11 @@ log = logging.getLogger("uuid_migrate.worker")
 
 
 @app.task(name=dispatch.BATCH_TASK, acks_late=True, reject_on_worker_lost=True)
-def migrate_batch(run_id: str, stage: str, batch_no: int, key_range: str = "") -> dict[str, Any]:
-    """One key range of one stage, in one transaction. `key_range` is for people reading Flower."""
+def migrate_batch(
+    run_id: str, stage: str, batch_no: int, key_range: str = "", table: str = ""
+) -> dict[str, Any]:
+    """One key range of one stage, in one transaction. `key_range` and `table` are for people
+    reading Flower; the ledger row is the truth."""
     conn = runtime.database(settings)
     try:
         outcome = batch.execute_batch(
@@ -25,18 +29,24 @@ def migrate_batch(run_id: str, stage: str, batch_no: int, key_range: str = "") -
     except Exception:
         runtime.drop_database()
         raise
-    log.info(
-        "batch run=%s stage=%s batch=%s range=%s status=%s rows=%s duration_ms=%s attempt=%s",
-        run_id,
-        stage,
-        batch_no,
-        outcome.key_range or key_range,
-        outcome.status,
-        outcome.rows,
-        outcome.duration_ms,
-        outcome.attempt,
-    )
+    _log_batch(outcome, key_range, table)
     return outcome.as_dict()
+
+
+def _log_batch(outcome: batch.BatchOutcome, key_range: str, table: str) -> None:
+    """The batch's one log line: key=value text, or these fields in a JSON log."""
+    fields = {
+        "run": outcome.run_id,
+        "table": outcome.table or table,
+        "stage": outcome.stage,
+        "batch": outcome.batch_no,
+        "range": outcome.key_range or key_range,
+        "status": outcome.status,
+        "rows": outcome.rows,
+        "duration_ms": outcome.duration_ms,
+        "attempt": outcome.attempt,
+    }
+    log.info("batch %s", fields_text(fields), extra={FIELDS: {"event": "batch", **fields}})
 
 
 @app.task(name=dispatch.PAGE_DONE_TASK, acks_late=True, reject_on_worker_lost=True)
