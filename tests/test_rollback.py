@@ -24,6 +24,7 @@ from .helpers import (
     scalar,
 )
 from .test_cli_and_batches import uuid_migrate
+from .test_discovery import ODD_SCHEMA, fill
 
 pytestmark = pytest.mark.e2e
 
@@ -151,3 +152,26 @@ def wait_until(condition, timeout_s: float = 60.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.2)
+
+
+def test_an_odd_schema_validates_and_rolls_back_exactly(conn, settings):
+    """Quoted names, char(n) keys, a self-reference, a cycle, a reference-only child."""
+    odd = conn
+    with odd.cursor() as cur:
+        cur.execute(ODD_SCHEMA)
+        fill(cur)
+        cur.execute('CREATE INDEX "Org Units title" ON "Org Units" (lower(title))')
+        cur.execute("ALTER TABLE employees ADD CONSTRAINT badge_shape CHECK (badge <> 'x')")
+    before = database_dump(odd, settings.database_url)
+    assert validate_command.validate(settings)["overallStatus"] == "passed"
+    result = commands.run(settings, workers=2, out=io.StringIO())
+    assert result.status == ledger.SUCCEEDED
+
+    post = validate_command.validate(settings)
+
+    assert post["phase"] == "post" and post["overallStatus"] == "passed", post
+    assert ("references_translated", "employees.manager_id") in {
+        (c["name"], c["table"]) for c in post["checks"]
+    }
+    assert rollback(settings).report["overallStatus"] == "passed"
+    assert database_dump(odd, settings.database_url) == before
