@@ -175,3 +175,24 @@ def test_an_odd_schema_validates_and_rolls_back_exactly(conn, settings):
     }
     assert rollback(settings).report["overallStatus"] == "passed"
     assert database_dump(odd, settings.database_url) == before
+
+
+def test_a_rollback_that_cannot_restore_exactly_says_what_differs_and_exits_1(clinic, settings):
+    run_clinic(settings)
+    user = scalar(clinic, "SELECT min(id) FROM users")
+    with clinic.cursor() as cur:  # someone changed original data and schema meanwhile
+        cur.execute("UPDATE users SET name = 'changed' WHERE id = %s", (user,))
+        cur.execute("CREATE INDEX clinics_name_idx ON clinics (name)")
+
+    cli = uuid_migrate("rollback", "--yes", DATABASE_URL=settings.database_url)
+
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "verification FAILED" in cli.stdout
+    report = validate_command.validate(settings)
+    assert report["phase"] == "rolled_back" and report["overallStatus"] == "failed"
+    found = {c["table"]: c["actual"] for c in report["checks"] if c["status"] == "failed"}
+    assert found == {
+        "users": ["data differs: 1000 rows before, 1000 now, checksum differs"],
+        "clinics": ["index clinics_name_idx was not there before"],
+    }
+    assert scalar(clinic, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'uuid_id'") == 0

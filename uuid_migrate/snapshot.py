@@ -36,6 +36,7 @@ SELECT tgname, pg_get_triggerdef(oid), tgenabled::text FROM pg_trigger
 WHERE tgrelid = to_regclass(%s) AND NOT tgisinternal ORDER BY 1
 """
 _PARTS = {"indexes": _INDEXES, "constraints": _CONSTRAINTS, "triggers": _TRIGGERS}
+_SINGULAR = {"indexes": "index", "constraints": "constraint", "triggers": "trigger"}
 
 
 def definition(cur: Any, schema: str, table: str) -> dict[str, list[list[Any]]]:
@@ -92,7 +93,7 @@ def differences(cur: Any, schema: str, table: str, snap: dict[str, Any]) -> list
     before = snap["definition"]
     found = _part_differences("column", before["columns"], now["columns"])
     for part in _PARTS:
-        found += _part_differences(part[:-1], before[part], now[part])
+        found += _part_differences(_SINGULAR[part], before[part], now[part])
     if found:
         return found
     checksum = data_checksum(cur, schema, table, [c[0] for c in before["columns"]])
