@@ -20,6 +20,17 @@ DEFAULT_LOCK_TIMEOUT_MS = 2000
 DEFAULT_STATEMENT_TIMEOUT_MS = 0
 #: Batches sent per chord; bounds producer memory and queue length for any table size.
 DEFAULT_DISPATCH_PAGE = 500
+#: Tries of one batch against transient errors before it is marked failed.
+DEFAULT_BATCH_MAX_ATTEMPTS = 5
+#: First retry waits up to this long; each further one doubles it (full jitter), up to the cap.
+DEFAULT_RETRY_BACKOFF_MS = 500
+DEFAULT_RETRY_BACKOFF_MAX_MS = 30_000
+#: A running batch without a heartbeat for this long is stale (its worker is gone).
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60
+#: A batch that times out is split in half while it holds more rows than this.
+DEFAULT_MIN_SPLIT_ROWS = 10
+#: Seconds between reconciler passes while a run is active.
+DEFAULT_RECONCILE_INTERVAL_S = 30
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,12 @@ class Settings:
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     dispatch_page: int = DEFAULT_DISPATCH_PAGE
+    batch_max_attempts: int = DEFAULT_BATCH_MAX_ATTEMPTS
+    retry_backoff_ms: int = DEFAULT_RETRY_BACKOFF_MS
+    retry_backoff_max_ms: int = DEFAULT_RETRY_BACKOFF_MAX_MS
+    heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
+    min_split_rows: int = DEFAULT_MIN_SPLIT_ROWS
+    reconcile_interval_s: int = DEFAULT_RECONCILE_INTERVAL_S
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -57,7 +74,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
         statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS),
         dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
+        **_recovery_settings(env),
     )
+
+
+def _recovery_settings(env: Mapping[str, str]) -> dict[str, int]:
+    return {
+        "batch_max_attempts": _positive_int(env, "BATCH_MAX_ATTEMPTS", DEFAULT_BATCH_MAX_ATTEMPTS),
+        "retry_backoff_ms": _int(env, "RETRY_BACKOFF_MS", DEFAULT_RETRY_BACKOFF_MS),
+        "retry_backoff_max_ms": _int(env, "RETRY_BACKOFF_MAX_MS", DEFAULT_RETRY_BACKOFF_MAX_MS),
+        "heartbeat_timeout_s": _positive_int(
+            env, "HEARTBEAT_TIMEOUT_S", DEFAULT_HEARTBEAT_TIMEOUT_S
+        ),
+        "min_split_rows": _positive_int(env, "MIN_SPLIT_ROWS", DEFAULT_MIN_SPLIT_ROWS),
+        "reconcile_interval_s": _positive_int(
+            env, "RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S
+        ),
+    }
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -1,0 +1,73 @@
+"""`retry`, `pause` and `resume`: one plain function per command, callable from Python too."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from config.celery import make_app
+from config.settings import Settings
+from producer.commands import RunResult, watch
+from producer.local_workers import LocalWorkers
+from uuid_migrate import control, db, ledger
+from uuid_migrate.errors import RunStateError
+from uuid_migrate.progress import client
+from worker import reconciling
+
+
+def retry(
+    settings: Settings,
+    table: str | None = None,
+    batch: int | None = None,
+    workers: int = 0,
+    wait: bool = False,
+    out: TextIO = sys.stdout,
+) -> RunResult:
+    """Re-send the failed and stale batches of the latest run as chords that continue their
+    stages (then their dependents, then validation); optionally work and wait."""
+    app = make_app(settings)
+    redis_conn = client(settings.redis_url)
+    with db.connection(settings.require_database()) as conn:
+        local = LocalWorkers(settings, workers).start() if workers else None
+        try:
+            if local:
+                local.wait_ready(app)
+            sent = reconciling.retry_and_send(
+                app, settings, conn, redis_conn, table=table, batch_no=batch
+            )
+            run_id = sent["run_id"]
+            out.write(f"run {run_id}: re-sent {len(sent['resent'])} batch(es)\n")
+            for item in sent["resent"]:
+                out.write(f"  {item['stage']} batch {item['batch']} (was {item['was']})\n")
+            if not (wait or local):
+                return RunResult(run_id, ledger.RUNNING, True)
+            return watch(settings, conn, redis_conn, run_id, out, True)
+        finally:
+            if local:
+                local.stop()
+
+
+def pause(settings: Settings) -> str:
+    """Workers finish their current batch and hold the rest, unacknowledged, until `resume`."""
+    run_id = _set_paused(settings, True)
+    # Idle workers also stop taking messages, so they stay in the queue for anyone later.
+    _broadcast(settings, "cancel_consumer")
+    return run_id
+
+
+def resume(settings: Settings) -> str:
+    run_id = _set_paused(settings, False)
+    _broadcast(settings, "add_consumer")
+    return run_id
+
+
+def _set_paused(settings: Settings, paused: bool) -> str:
+    with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
+        if not ledger.ledger_exists(cur):
+            raise RunStateError("no migration run recorded in this database")
+        return control.set_paused(cur, paused)
+
+
+def _broadcast(settings: Settings, command: str) -> Any:
+    control_api = make_app(settings).control
+    return getattr(control_api, command)(settings.queue)
