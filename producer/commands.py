@@ -67,43 +67,47 @@ def run(
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait."""
     redis_conn = client(settings.redis_url)
-    with db.connection(settings.require_database()) as conn:
-        _lock_producer(conn)
-        run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
-        _publish_totals(conn, Progress(redis_conn, run_id), run_id)
-        local = LocalWorkers(settings, workers).start() if workers else None
-        try:
+    local = None
+    try:
+        with db.connection(settings.require_database()) as conn:
+            _lock_producer(conn)
+            run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
+            _publish_totals(conn, Progress(redis_conn, run_id), run_id)
+            local = LocalWorkers(settings, workers).start() if workers else None
             if local:
                 local.wait_ready(make_app(settings))
             _enqueue(conn, settings, run_id)
-            reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
-            if not (wait or local):
-                return RunResult(run_id, ledger.RUNNING, resumed)
-            return watch(settings, conn, redis_conn, run_id, out, resumed)
-        finally:
-            if local:
-                local.stop()
+        reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
+        if not (wait or local):
+            return RunResult(run_id, ledger.RUNNING, resumed)
+        return watch(settings, redis_conn, run_id, out, resumed)
+    finally:
+        if local:
+            local.stop()
 
 
-def watch(
-    settings: Settings, conn: Any, redis_conn: Any, run_id: str, out: TextIO, resumed: bool
-) -> RunResult:
-    """Wait for the run, reconciling now and then and surviving lost connections."""
+def watch(settings: Settings, redis_conn: Any, run_id: str, out: TextIO, resumed: bool) -> RunResult:
+    """Wait for the run, reconciling now and then and surviving lost connections (its own
+    connection, so a killed session never surfaces as an error of the command)."""
     app = make_app(settings)
     url = settings.require_database()
 
     def reconcile(live: Any) -> None:
         reconciling.reconcile_and_send(app, settings, live, redis_conn, run_id)
 
-    status = wait_for_run(
-        conn,
-        Progress(redis_conn, run_id),
-        run_id,
-        out,
-        reconcile=reconcile,
-        reconnect=lambda: db.connect(url),
-        reconcile_every_s=settings.reconcile_interval_s,
-    )
+    conn = db.connect(url)
+    try:
+        status = wait_for_run(
+            conn,
+            Progress(redis_conn, run_id),
+            run_id,
+            out,
+            reconcile=reconcile,
+            reconnect=lambda: db.connect(url),
+            reconcile_every_s=settings.reconcile_interval_s,
+        )
+    finally:
+        conn.close()
     with db.connection(url) as fresh, fresh.cursor() as cur:
         message = ledger.get_run(cur, run_id)["message"]
         failures = failed_batches(cur, run_id) if status != ledger.SUCCEEDED else []
@@ -188,6 +192,7 @@ def wait_for_run(
     sessions); with `reconcile`, the reconciler runs every `reconcile_every_s`.
     """
     view = ProgressView(out)
+    first = conn
     last_reconcile = time.monotonic()
     while True:
         try:
@@ -207,13 +212,15 @@ def wait_for_run(
         final = run_row["status"] in (ledger.SUCCEEDED, ledger.FAILED)
         view.show(rows, final=final)
         if final:
+            if conn is not first:
+                conn.close()
             return run_row["status"]
         time.sleep(POLL_S)
 
 
 def _reconnect(conn: Any, reconnect: Callable[[], Any]) -> Any:
     if not conn.closed:
-        conn.close()
+        conn.close()  # the caller's own connection is closed too: it was lost anyway
     try:
         return reconnect()
     except ConnectionFailed:

@@ -27,24 +27,24 @@ def retry(
     stages (then their dependents, then validation); optionally work and wait."""
     app = make_app(settings)
     redis_conn = client(settings.redis_url)
-    with db.connection(settings.require_database()) as conn:
-        local = LocalWorkers(settings, workers).start() if workers else None
-        try:
-            if local:
-                local.wait_ready(app)
+    local = LocalWorkers(settings, workers).start() if workers else None
+    try:
+        if local:
+            local.wait_ready(app)
+        with db.connection(settings.require_database()) as conn:
             sent = reconciling.retry_and_send(
                 app, settings, conn, redis_conn, table=table, batch_no=batch
             )
-            run_id = sent["run_id"]
-            out.write(f"run {run_id}: re-sent {len(sent['resent'])} batch(es)\n")
-            for item in sent["resent"]:
-                out.write(f"  {item['stage']} batch {item['batch']} (was {item['was']})\n")
-            if not (wait or local):
-                return RunResult(run_id, ledger.RUNNING, True)
-            return watch(settings, conn, redis_conn, run_id, out, True)
-        finally:
-            if local:
-                local.stop()
+        run_id = sent["run_id"]
+        out.write(f"run {run_id}: re-sent {len(sent['resent'])} batch(es)\n")
+        for item in sent["resent"]:
+            out.write(f"  {item['stage']} batch {item['batch']} (was {item['was']})\n")
+        if not (wait or local):
+            return RunResult(run_id, ledger.RUNNING, True)
+        return watch(settings, redis_conn, run_id, out, True)
+    finally:
+        if local:
+            local.stop()
 
 
 def pause(settings: Settings) -> str:

@@ -7,11 +7,12 @@ from typing import Any
 
 import psycopg2
 import redis
+from celery.signals import worker_ready
 
-from uuid_migrate import advance, control, db, runner
+from uuid_migrate import advance, control, db, ledger, runner
 from uuid_migrate.errors import ConnectionFailed
 from uuid_migrate.heartbeat import Heartbeat
-from uuid_migrate.progress import Progress
+from uuid_migrate.progress import Progress, client
 from uuid_migrate.retries import RetryPolicy
 from worker import dispatch, reconciling, runtime
 from worker.celery_app import app, settings
@@ -81,6 +82,8 @@ def _after_batches(run_id: str, outcomes: list) -> None:
             advance.record_progress(conn, progress, outcome)
         if any(o.status == "failed" for o in outcomes) and control.check_circuit(conn, run_id):
             log.error("run %s stopped by the circuit breaker", run_id)
+        # Cheap (one SET NX): revives the reconciler's schedule if its message was lost.
+        reconciling.schedule(app, settings, progress.conn, run_id)
     except Exception:  # the ledger is the truth; the reconciler rebuilds Redis from it
         log.warning("could not record progress of run %s", run_id, exc_info=True)
         runtime.drop_database()
@@ -185,3 +188,16 @@ def reconcile(run_id: str) -> dict[str, Any]:
     except _RETRY_ON:
         runtime.drop_database()
         raise
+
+
+@worker_ready.connect
+def schedule_reconciler(**_: Any) -> None:
+    """A worker coming up makes sure the active run has a reconciler scheduled: the one that
+    held the scheduled message may be the worker that died."""
+    try:
+        with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
+            run = ledger.latest_run(cur)
+        if run and run["status"] in ledger.ACTIVE_RUN_STATES:
+            reconciling.schedule(app, settings, client(settings.redis_url), run["run_id"])
+    except Exception:
+        log.warning("could not schedule the reconciler", exc_info=True)
