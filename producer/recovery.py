@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
 from config.celery import make_app
 from config.settings import Settings
@@ -48,17 +48,18 @@ def retry(
 
 
 def pause(settings: Settings) -> str:
-    """Workers finish their current batch and hold the rest, unacknowledged, until `resume`."""
-    run_id = _set_paused(settings, True)
-    # Idle workers also stop taking messages, so they stay in the queue for anyone later.
-    _broadcast(settings, "cancel_consumer")
-    return run_id
+    """Workers finish their current batch and hold the rest, unacknowledged, until `resume`.
+
+    Only the ledger flag: a worker that takes a message while paused waits with it, so with
+    prefetch 1 no worker reserves more. (Broadcasting cancel_consumer / add_consumer was
+    tried and dropped: add_consumer reaches every worker on the broker, and would attach our
+    queue to workers that never served it.)
+    """
+    return _set_paused(settings, True)
 
 
 def resume(settings: Settings) -> str:
-    run_id = _set_paused(settings, False)
-    _broadcast(settings, "add_consumer")
-    return run_id
+    return _set_paused(settings, False)
 
 
 def _set_paused(settings: Settings, paused: bool) -> str:
@@ -66,8 +67,3 @@ def _set_paused(settings: Settings, paused: bool) -> str:
         if not ledger.ledger_exists(cur):
             raise RunStateError("no migration run recorded in this database")
         return control.set_paused(cur, paused)
-
-
-def _broadcast(settings: Settings, command: str) -> Any:
-    control_api = make_app(settings).control
-    return getattr(control_api, command)(settings.queue)

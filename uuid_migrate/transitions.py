@@ -50,7 +50,15 @@ CREATE OR REPLACE TRIGGER batches_transition_split AFTER INSERT
 
 
 def ensure_schema(cur: Any) -> None:
-    cur.execute(SCHEMA_SQL)
+    """Add what is missing; a ledger that has it all is left alone, since ALTER TABLE and
+    CREATE TRIGGER lock the batches table against the workers of a run being resumed."""
+    cur.execute(
+        "SELECT to_regclass('uuid_migration.transitions') IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM pg_trigger WHERE tgname = 'batches_transition_split' "
+        "AND tgrelid = 'uuid_migration.batches'::regclass)"
+    )
+    if not cur.fetchone()[0]:
+        cur.execute(SCHEMA_SQL)
 
 
 def history(cur: Any, run_id: str, stage: str, batch_no: int) -> list[dict[str, Any]]:
