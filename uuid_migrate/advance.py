@@ -67,7 +67,8 @@ def after_page(
 ) -> Next:
     """A chord finished page `end` of a stage: send the next page, or close the stage."""
     with conn.cursor() as cur:
-        if ledger.get_run(cur, run_id)["status"] != ledger.RUNNING:
+        run = ledger.get_run(cur, run_id)
+        if run is None or run["status"] != ledger.RUNNING:
             conn.commit()
             return Next()  # stopped (the circuit breaker): `retry` picks the stage up again
         if not flow.page_is_last(cur, run_id, stage, end):
