@@ -22,6 +22,17 @@ DEFAULT_STATEMENT_TIMEOUT_MS = 0
 DEFAULT_DISPATCH_PAGE = 500
 #: Log formats: `text` for people, `json` (one object a line) for log collectors.
 LOG_FORMATS = ("text", "json")
+#: Tries of one batch against transient errors before it is marked failed.
+DEFAULT_BATCH_MAX_ATTEMPTS = 5
+#: First retry waits up to this long; each further one doubles it (full jitter), up to the cap.
+DEFAULT_RETRY_BACKOFF_MS = 500
+DEFAULT_RETRY_BACKOFF_MAX_MS = 30_000
+#: A running batch without a heartbeat for this long is stale (its worker is gone).
+DEFAULT_HEARTBEAT_TIMEOUT_S = 60
+#: A batch that times out is split in half while it holds more rows than this.
+DEFAULT_MIN_SPLIT_ROWS = 10
+#: Seconds between reconciler passes while a run is active.
+DEFAULT_RECONCILE_INTERVAL_S = 30
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,12 @@ class Settings:
     log_format: str = "text"
     #: `user:password` for Flower's basic auth; None leaves Flower's API closed.
     flower_basic_auth: str | None = field(default=None, repr=False)
+    batch_max_attempts: int = DEFAULT_BATCH_MAX_ATTEMPTS
+    retry_backoff_ms: int = DEFAULT_RETRY_BACKOFF_MS
+    retry_backoff_max_ms: int = DEFAULT_RETRY_BACKOFF_MAX_MS
+    heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
+    min_split_rows: int = DEFAULT_MIN_SPLIT_ROWS
+    reconcile_interval_s: int = DEFAULT_RECONCILE_INTERVAL_S
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -64,6 +81,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
         log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS),
         flower_basic_auth=_basic_auth(env.get("FLOWER_BASIC_AUTH") or None),
+        **_recovery_settings(env),
     )
 
 
@@ -83,6 +101,21 @@ def _basic_auth(raw: str | None) -> str | None:
         if not user or not password:
             raise ConfigError("FLOWER_BASIC_AUTH must be user:password (password not shown)")
     return raw
+
+
+def _recovery_settings(env: Mapping[str, str]) -> dict[str, int]:
+    return {
+        "batch_max_attempts": _positive_int(env, "BATCH_MAX_ATTEMPTS", DEFAULT_BATCH_MAX_ATTEMPTS),
+        "retry_backoff_ms": _int(env, "RETRY_BACKOFF_MS", DEFAULT_RETRY_BACKOFF_MS),
+        "retry_backoff_max_ms": _int(env, "RETRY_BACKOFF_MAX_MS", DEFAULT_RETRY_BACKOFF_MAX_MS),
+        "heartbeat_timeout_s": _positive_int(
+            env, "HEARTBEAT_TIMEOUT_S", DEFAULT_HEARTBEAT_TIMEOUT_S
+        ),
+        "min_split_rows": _positive_int(env, "MIN_SPLIT_ROWS", DEFAULT_MIN_SPLIT_ROWS),
+        "reconcile_interval_s": _positive_int(
+            env, "RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S
+        ),
+    }
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

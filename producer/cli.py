@@ -14,7 +14,15 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from config.logs import configure_logging
 from config.settings import load_settings
-from producer import commands, demo, observe, report_view, rollback_command, validate_command
+from producer import (
+    commands,
+    demo,
+    observe,
+    recovery,
+    report_view,
+    rollback_command,
+    validate_command,
+)
 from uuid_migrate.db import mask_secrets
 from uuid_migrate.errors import ConfigError, MigrateError
 from uuid_migrate.ledger import SUCCEEDED
@@ -58,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show live progress; exit 0 only when every table succeeded",
     )
+
+    p = sub.add_parser(
+        "retry", help="re-send the failed and stale batches of the run; dependents follow"
+    )
+    p.add_argument("--table", help="only this table (or stage)")
+    p.add_argument("--batch", type=_positive, help="only this batch number (needs --table)")
+    p.add_argument("--workers", type=_positive, default=0, help="also start N local workers")
+    p.add_argument("--wait", action="store_true", help="wait; exit 0 only if the run succeeds")
+
+    sub.add_parser("pause", help="workers finish their current batch and hold the rest")
+    sub.add_parser("resume", help="let paused workers go on")
 
     p = sub.add_parser("status", help="checkpoint per table of the latest run")
     p.add_argument("--json", action="store_true", help="print JSON (the seed's checkpoint shape)")
@@ -143,6 +162,15 @@ def dispatch(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(batch_size=args.batch_size)
         result = commands.run(settings, args.plan, args.schema, args.workers, args.wait)
         return _report_run(result)
+    if args.command == "retry":
+        if args.batch is not None and args.table is None:
+            raise ConfigError("--batch needs --table: batch numbers are per table")
+        result = recovery.retry(settings, args.table, args.batch, args.workers, args.wait)
+        return _report_run(result)
+    if args.command in ("pause", "resume"):
+        run_id = getattr(recovery, args.command)(settings)
+        print(f"run {run_id} {args.command}d")
+        return EXIT_OK
     if args.command == "status":
         return _print_status(commands.status(settings), args.json)
     if args.command == "validate":
@@ -167,10 +195,23 @@ def _report_run(result: commands.RunResult) -> int:
             "and follow it with `uuid-migrate status`"
         )
         return EXIT_OK
-    print(f"run {result.run_id} {result.status}")
+    print(f"run {result.run_id} {result.status}" + (f": {result.message}" if result.message else ""))
     if result.status != SUCCEEDED:
-        print("see `uuid-migrate status` for the failed batches and their errors")
+        _print_failures(result)
     return EXIT_OK if result.status == SUCCEEDED else EXIT_FAILED
+
+
+def _print_failures(result: commands.RunResult) -> None:
+    """Which batches failed and why (the seed's error shape, with the range), and the fix."""
+    if result.failures:
+        print(f"failed batches ({len(result.failures)} shown):")
+        for failure in result.failures:
+            print("  " + json.dumps(failure, default=str))
+    tables = sorted({f["table"] for f in result.failures})
+    print("fix the cause, then retry with: uuid-migrate retry --wait")
+    for table in tables:
+        print(f"  or only {table}: uuid-migrate retry --table {table} --wait")
+    print("details: uuid-migrate status")
 
 
 def _print_status(status: dict[str, Any], as_json: bool) -> int:

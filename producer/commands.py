@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+import psycopg2
 
 from config.celery import make_app
 from config.settings import Settings
@@ -14,10 +17,11 @@ from producer.local_workers import LocalWorkers
 from producer.progress_view import ProgressView
 from uuid_migrate import advance, catalog, db, flow, ledger, planfile
 from uuid_migrate.checkpoint import processed_rows, stage_checkpoint
-from uuid_migrate.errors import RunStateError
+from uuid_migrate.errors import ConnectionFailed, RunStateError
 from uuid_migrate.plan import Plan
 from uuid_migrate.progress import Progress, client
-from worker import dispatch
+from uuid_migrate.requeue import failed_batches
+from worker import dispatch, reconciling
 
 #: Seconds between looks at the ledger while waiting for a run.
 POLL_S = 0.5
@@ -32,6 +36,9 @@ class RunResult:
     run_id: str
     status: str
     resumed: bool
+    message: str | None = None
+    #: The failed batches in the seed's error shape, with range and attempts (when failed).
+    failures: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_plan(conn: Any, plan_file: str | None, schema: str) -> Plan:
@@ -62,22 +69,51 @@ def run(
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait."""
     redis_conn = client(settings.redis_url)
-    with db.connection(settings.require_database()) as conn:
-        _lock_producer(conn)
-        run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
-        _publish_totals(conn, Progress(redis_conn, run_id), run_id)
-        local = LocalWorkers(settings, workers).start() if workers else None
-        try:
+    local = None
+    try:
+        with db.connection(settings.require_database()) as conn:
+            _lock_producer(conn)
+            run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
+            _publish_totals(conn, Progress(redis_conn, run_id), run_id)
+            local = LocalWorkers(settings, workers).start() if workers else None
             if local:
                 local.wait_ready(make_app(settings))
             _enqueue(conn, settings, run_id)
-            if not (wait or local):
-                return RunResult(run_id, ledger.RUNNING, resumed)
-            status = wait_for_run(conn, Progress(redis_conn, run_id), run_id, out)
-        finally:
-            if local:
-                local.stop()
-    return RunResult(run_id, status, resumed)
+        reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
+        if not (wait or local):
+            return RunResult(run_id, ledger.RUNNING, resumed)
+        return watch(settings, redis_conn, run_id, out, resumed)
+    finally:
+        if local:
+            local.stop()
+
+
+def watch(settings: Settings, redis_conn: Any, run_id: str, out: TextIO, resumed: bool) -> RunResult:
+    """Wait for the run, reconciling now and then and surviving lost connections (its own
+    connection, so a killed session never surfaces as an error of the command)."""
+    app = make_app(settings)
+    url = settings.require_database()
+
+    def reconcile(live: Any) -> None:
+        reconciling.reconcile_and_send(app, settings, live, redis_conn, run_id)
+
+    conn = db.connect(url)
+    try:
+        status = wait_for_run(
+            conn,
+            Progress(redis_conn, run_id),
+            run_id,
+            out,
+            reconcile=reconcile,
+            reconnect=lambda: db.connect(url),
+            reconcile_every_s=settings.reconcile_interval_s,
+        )
+    finally:
+        conn.close()
+    with db.connection(url) as fresh, fresh.cursor() as cur:
+        message = ledger.get_run(cur, run_id)["message"]
+        failures = failed_batches(cur, run_id) if status != ledger.SUCCEEDED else []
+    return RunResult(run_id, status, resumed, message, failures)
 
 
 def _lock_producer(conn: Any) -> None:
@@ -142,19 +178,65 @@ def _enqueue(conn: Any, settings: Settings, run_id: str) -> None:
     dispatch.send_next(make_app(settings), settings.queue, run_id, nxt)
 
 
-def wait_for_run(conn: Any, progress: Progress, run_id: str, out: TextIO) -> str:
-    """Show progress until the run succeeds or fails; returns its final status."""
+def wait_for_run(
+    conn: Any,
+    progress: Progress,
+    run_id: str,
+    out: TextIO,
+    *,
+    reconcile: Callable[[Any], None] | None = None,
+    reconnect: Callable[[], Any] | None = None,
+    reconcile_every_s: float = 30.0,
+) -> str:
+    """Show progress until the run succeeds or fails; returns its final status.
+
+    With `reconnect`, a lost PostgreSQL connection is replaced (a restarted server, killed
+    sessions); with `reconcile`, the reconciler runs every `reconcile_every_s`.
+    """
     view = ProgressView(out)
+    first = conn
+    last_reconcile = time.monotonic()
     while True:
-        with conn.cursor() as cur:
-            run_row = ledger.get_run(cur, run_id)
-            rows = [_progress_row(cur, run_id, s) for s in ledger.stages(cur, run_id)]
-        conn.commit()
+        try:
+            if reconcile and time.monotonic() - last_reconcile >= reconcile_every_s:
+                last_reconcile = time.monotonic()
+                _quietly(reconcile, conn)
+            with conn.cursor() as cur:
+                run_row = ledger.get_run(cur, run_id)
+                rows = [_progress_row(cur, run_id, s) for s in ledger.stages(cur, run_id)]
+            conn.commit()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionFailed):
+            if reconnect is None:
+                raise
+            time.sleep(POLL_S)
+            conn = _reconnect(conn, reconnect)
+            continue
         final = run_row["status"] in ENDED
         view.show(rows, final=final)
         if final:
+            if conn is not first:
+                conn.close()
             return run_row["status"]
         time.sleep(POLL_S)
+
+
+def _reconnect(conn: Any, reconnect: Callable[[], Any]) -> Any:
+    if not conn.closed:
+        conn.close()  # the caller's own connection is closed too: it was lost anyway
+    try:
+        return reconnect()
+    except ConnectionFailed:
+        return conn  # still closed: the next look fails again and we try again
+
+
+def _quietly(reconcile: Callable[[Any], None], conn: Any) -> None:
+    """A reconciler pass that fails (Redis or the broker away) is simply tried next time."""
+    try:
+        reconcile(conn)
+    except (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionFailed):
+        raise
+    except Exception as exc:
+        print(f"reconciler: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _progress_row(cur: Any, run_id: str, stage: dict[str, Any]) -> dict[str, Any]:
@@ -178,11 +260,13 @@ def status_for_url(url: str) -> dict[str, Any]:
         if latest is None:
             return {"run": None, "status": "none", "tables": []}
         run_id = latest["run_id"]
+        cur.execute("SELECT paused FROM uuid_migration.runs WHERE run_id = %s", (run_id,))
+        latest["paused"] = latest["status"] in ledger.ACTIVE_RUN_STATES and cur.fetchone()[0]
         checkpoints = [stage_checkpoint(cur, run_id, s) for s in ledger.stages(cur, run_id)]
         report = ledger.latest_report(cur, run_id)
     return {
         "run": run_id,
-        "status": latest["status"],
+        "status": "paused" if latest.get("paused") else latest["status"],
         "message": latest["message"],
         "startedAt": ledger.iso(latest["created_at"]),
         "finishedAt": ledger.iso(latest["finished_at"]),

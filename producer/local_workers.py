@@ -39,6 +39,12 @@ class LocalWorkers:
                 "STATEMENT_TIMEOUT_MS": str(self.settings.statement_timeout_ms),
                 "DISPATCH_PAGE": str(self.settings.dispatch_page),
                 "LOG_FORMAT": self.settings.log_format,
+                "BATCH_MAX_ATTEMPTS": str(self.settings.batch_max_attempts),
+                "RETRY_BACKOFF_MS": str(self.settings.retry_backoff_ms),
+                "RETRY_BACKOFF_MAX_MS": str(self.settings.retry_backoff_max_ms),
+                "HEARTBEAT_TIMEOUT_S": str(self.settings.heartbeat_timeout_s),
+                "MIN_SPLIT_ROWS": str(self.settings.min_split_rows),
+                "RECONCILE_INTERVAL_S": str(self.settings.reconcile_interval_s),
             }
         )
         return env

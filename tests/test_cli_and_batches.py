@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from producer import commands
-from uuid_migrate import batch, sample
+from uuid_migrate import runner, sample
 
 from .helpers import scalar, table_checksum
 
@@ -67,9 +67,10 @@ def test_a_batch_run_twice_changes_nothing_the_second_time(conn, settings):
         sample.build(cur, sample.SampleSize.for_users(200))
     queued = commands.run(settings, plan_file="clinic", out=io.StringIO())  # planned, no workers
     work = db_connection(settings)
-    first = batch.execute_batch(work, queued.run_id, "users", 1, "test", 0)
+    ctx = runner.Context(connect=lambda: work, reset=lambda: None, worker="test")
+    [first] = runner.run_batch(ctx, queued.run_id, "users", 1)
     snapshot = table_checksum(conn, "users"), table_checksum(conn, "id_mappings")
-    again = batch.execute_batch(work, queued.run_id, "users", 1, "test", 0)
+    [again] = runner.run_batch(ctx, queued.run_id, "users", 1)
     assert (first.status, first.rows) == ("succeeded", 50)
     assert again.status == "skipped"
     with conn.cursor() as cur:  # even forced back to pending, a rerun writes nothing new
@@ -77,7 +78,7 @@ def test_a_batch_run_twice_changes_nothing_the_second_time(conn, settings):
             "UPDATE uuid_migration.batches SET status = 'pending' "
             "WHERE stage = 'users' AND batch_no = 1"
         )
-    forced = batch.execute_batch(work, queued.run_id, "users", 1, "test", 0)
+    [forced] = runner.run_batch(ctx, queued.run_id, "users", 1)
     assert (forced.status, forced.rows, forced.mappings) == ("succeeded", 0, 0)
     assert (table_checksum(conn, "users"), table_checksum(conn, "id_mappings")) == snapshot
     work.close()

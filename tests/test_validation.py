@@ -12,7 +12,7 @@ import json
 import pytest
 
 from producer import commands, validate_command
-from uuid_migrate import batch, db, ledger
+from uuid_migrate import db, ledger, runner
 
 from .helpers import SIZE, rows, run_clinic, scalar
 from .test_cli_and_batches import uuid_migrate
@@ -156,8 +156,9 @@ def test_each_post_check_fails_on_exactly_what_it_breaks_and_names_the_id(clinic
 def test_during_a_run_the_report_is_in_progress_and_fails_only_on_failures(clinic, settings):
     queued = commands.run(settings, plan_file="clinic", out=io.StringIO())  # no workers
     work = db.connect(settings.database_url)
+    ctx = runner.Context(connect=lambda: work, reset=lambda: None, worker="test")
     for batch_no in range(3):
-        batch.execute_batch(work, queued.run_id, "users", batch_no, "test", 0)
+        runner.run_batch(ctx, queued.run_id, "users", batch_no)
     work.close()
 
     report = validate_command.validate(settings)

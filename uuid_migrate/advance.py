@@ -29,6 +29,8 @@ class Next:
 
     pages: list[Page] = field(default_factory=list)
     validate: bool = False
+    #: Re-sent batches: chords whose callback continues their stage (`continue_stage`).
+    retries: list[Page] = field(default_factory=list)
 
 
 def record_progress(conn: Any, progress: Progress, outcome: BatchOutcome) -> None:
@@ -67,6 +69,10 @@ def after_page(
 ) -> Next:
     """A chord finished page `end` of a stage: send the next page, or close the stage."""
     with conn.cursor() as cur:
+        run = ledger.get_run(cur, run_id)
+        if run is None or run["status"] != ledger.RUNNING:
+            conn.commit()
+            return Next()  # stopped (the circuit breaker): `retry` picks the stage up again
         if not flow.page_is_last(cur, run_id, stage, end):
             page = flow.claim_next_page(cur, run_id, stage, end, page_size)
             conn.commit()
@@ -81,6 +87,27 @@ def after_page(
         position, index = index_step_of(plan, stage_map[stage].table)
         build_unique_index(index_conn_factory, index, run_id, position)
     return close_stage(conn, run_id, stage, outcome, page_size)
+
+
+def continue_stage(conn: Any, index_conn_factory: Any, run_id: str, stage: str, page_size: int) -> Next:
+    """Callback of re-sent batches and the reconciler's step: once nothing sent is still out,
+    send the stage's next page, or close it (whatever chord was meant to, if it never did)."""
+    with conn.cursor() as cur:
+        run = ledger.get_run(cur, run_id)
+        row = next((s for s in ledger.stages(cur, run_id) if s["stage"] == stage), None)
+        if run is None or run["status"] != ledger.RUNNING or not row or row["status"] != "running":
+            conn.commit()
+            return Next()
+        if flow.dispatched_open(cur, run_id, stage):
+            conn.commit()
+            return Next()
+        if row["dispatched_upto"] < row["batch_count"]:
+            page = flow.claim_next_page(cur, run_id, stage, row["dispatched_upto"], page_size)
+            conn.commit()
+            if page is not None:
+                return Next(pages=[page])
+    conn.commit()
+    return after_page(conn, index_conn_factory, run_id, stage, row["batch_count"], page_size)
 
 
 def close_stage(conn: Any, run_id: str, stage: str, outcome: str, page_size: int) -> Next:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,7 +19,8 @@ _PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What a batch did; `status` is succeeded, skipped (already done), failed or unknown."""
+    """What a batch did: succeeded, skipped (already done), failed, split (into halves run
+    after it), cancelled (the run is not active) or unknown (the ledger was unreachable)."""
 
     run_id: str
     stage: str
@@ -50,69 +50,49 @@ def plan_of_run(cur: Any, run_id: str) -> tuple[Plan, dict[str, Stage]] | None:
     return _PLANS[run_id]
 
 
-def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> ledger.Batch | None:
-    """Stamp the batch running (its own commit, so the attempt shows); None if already done."""
+@dataclass(frozen=True)
+class Claim:
+    """A batch stamped `running` for this attempt, and the status it had before."""
+
+    batch: ledger.Batch
+    previous: str
+
+
+def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> Claim | None:
+    """Stamp the batch running (its own commit, so the attempt shows); None if already done.
+
+    A `split` batch is returned unclaimed (previous == split): its halves carry the work.
+    """
     with conn.cursor() as cur:
+        cur.execute(
+            "SELECT lower_bound, upper_bound, status, attempts FROM uuid_migration.batches "
+            "WHERE run_id = %s AND stage = %s AND batch_no = %s FOR UPDATE",
+            (run_id, stage, batch_no),
+        )
+        row = cur.fetchone()
+        if row is None or row[2] == ledger.SUCCEEDED:
+            conn.commit()
+            return None
+        if row[2] == ledger.SPLIT:
+            conn.commit()
+            return Claim(ledger.Batch(run_id, stage, batch_no, *row), ledger.SPLIT)
         cur.execute(
             "UPDATE uuid_migration.batches SET status = 'running', attempts = attempts + 1, "
             "started_at = now(), finished_at = NULL, worker = %s "
-            "WHERE run_id = %s AND stage = %s AND batch_no = %s AND status <> 'succeeded' "
+            "WHERE run_id = %s AND stage = %s AND batch_no = %s "
             "RETURNING lower_bound, upper_bound, status, attempts",
             (worker, run_id, stage, batch_no),
         )
-        row = cur.fetchone()
+        claimed = ledger.Batch(run_id, stage, batch_no, *cur.fetchone())
     conn.commit()
-    return ledger.Batch(run_id, stage, batch_no, *row) if row else None
+    return Claim(claimed, row[2])
 
 
-def execute_batch(
-    conn: Any, run_id: str, stage_name: str, batch_no: int, worker: str, statement_timeout_ms: int
-) -> BatchOutcome:
-    """Run one batch to completion or failure; never raises for a database error of the batch."""
-    started = time.monotonic()
-    with conn.cursor() as cur:
-        known = ledger.ledger_exists(cur) and plan_of_run(cur, run_id)
-    conn.commit()
-    if not known:
-        return BatchOutcome(run_id, stage_name, "", batch_no, "unknown", error="run not in ledger")
-    plan, stage_map = known
-    stage = stage_map[stage_name]
-    batch = claim(conn, run_id, stage_name, batch_no, worker)
-    if batch is None:
-        return BatchOutcome(run_id, stage_name, stage.table, batch_no, "skipped")
-    outcome = BatchOutcome(
-        run_id,
-        stage_name,
-        stage.table,
-        batch_no,
-        "running",
-        batch.key_range.label(),
-        attempt=batch.attempts,
-    )
-    try:
-        result = _transaction(conn, plan, stage, batch, statement_timeout_ms)
-    except psycopg2.Error as exc:
-        _rollback_quietly(conn)
-        message = _one_line(exc)
-        _mark_failed(conn, batch, stage.table, message)
-        return _finish(outcome, started, status="failed", error=message)
-    if result is None:
-        return _finish(outcome, started, status="skipped")
-    rows, mappings, orphans, planned = result
-    return _finish(
-        outcome,
-        started,
-        status="succeeded",
-        rows=rows,
-        mappings=mappings,
-        orphans=orphans,
-        planned_rows=planned,
-    )
-
-
-def _transaction(
+def attempt(
     conn: Any, plan: Plan, stage: Stage, batch: ledger.Batch, statement_timeout_ms: int
 ) -> tuple[int, int, int, int] | None:
+    """One try of the batch's transaction: (rows, mappings, orphans, planned), or None when
+    another delivery finished it first. Raises the database's error; the caller decides."""
     with conn.cursor() as cur:
         cur.execute("SET LOCAL statement_timeout = %s", (statement_timeout_ms,))
         if ledger.run_is_fenced(cur, batch.run_id):
@@ -125,7 +105,7 @@ def _transaction(
             (batch.run_id, batch.stage, batch.batch_no),
         )
         row = cur.fetchone()
-        if row is None or row[0] == ledger.SUCCEEDED:
+        if row is None or row[0] in ledger.SETTLED:
             conn.rollback()
             return None
         planned = row[1]
@@ -142,11 +122,24 @@ def _transaction(
     return rows, mappings, orphans, planned
 
 
-def _mark_failed(conn: Any, batch: ledger.Batch, table: str, message: str) -> None:
+def mark_retrying(conn: Any, batch: ledger.Batch, message: str) -> None:
+    """Back to pending with the error, so the ledger and transition log show every try."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE uuid_migration.batches SET status = 'pending', last_error = %s "
+            "WHERE run_id = %s AND stage = %s AND batch_no = %s AND status = 'running'",
+            (message, batch.run_id, batch.stage, batch.batch_no),
+        )
+    conn.commit()
+
+
+def mark_failed(conn: Any, batch: ledger.Batch, table: str, message: str) -> None:
+    """Failed for good (until `retry`), with the error in the seed's shape and the range."""
     with conn.cursor() as cur:
         cur.execute(
             "UPDATE uuid_migration.batches SET status = 'failed', finished_at = now(), "
-            "last_error = %s WHERE run_id = %s AND stage = %s AND batch_no = %s",
+            "last_error = %s WHERE run_id = %s AND stage = %s AND batch_no = %s "
+            "AND status NOT IN ('succeeded', 'split')",
             (message, batch.run_id, batch.stage, batch.batch_no),
         )
         context = {"batch": batch.batch_no, "stage": batch.stage, "range": batch.key_range.label()}
@@ -154,16 +147,6 @@ def _mark_failed(conn: Any, batch: ledger.Batch, table: str, message: str) -> No
     conn.commit()
 
 
-def _rollback_quietly(conn: Any) -> None:
+def rollback_quietly(conn: Any) -> None:
     with contextlib.suppress(psycopg2.Error):
         conn.rollback()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _finish(outcome: BatchOutcome, started: float, **changes: Any) -> BatchOutcome:
-    elapsed = int((time.monotonic() - started) * 1000)
-    return BatchOutcome(**{**outcome.as_dict(), **changes, "duration_ms": elapsed})

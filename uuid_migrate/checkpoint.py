@@ -14,16 +14,21 @@ ERRORS_SHOWN = 20
 
 
 def last_processed_id(cur: Any, run_id: str, stage: str) -> str | None:
-    """The highest bound below which every batch is done (index lookups, not a scan)."""
+    """The highest bound below which every batch is done (index lookups, not a scan).
+
+    Halves of a split batch carry their planned ancestor's number as `root_no`, and only
+    planned batches' bounds are reported, so a split never moves the checkpoint backwards
+    or past work still open.
+    """
     cur.execute(
-        "SELECT min(batch_no) FROM uuid_migration.batches "
-        "WHERE run_id = %s AND stage = %s AND status <> 'succeeded'",
+        "SELECT min(coalesce(root_no, batch_no)) FROM uuid_migration.batches "
+        "WHERE run_id = %s AND stage = %s AND status NOT IN ('succeeded', 'split')",
         (run_id, stage),
     )
     first_open = cur.fetchone()[0]
     cur.execute(
         "SELECT upper_bound FROM uuid_migration.batches WHERE run_id = %s AND stage = %s "
-        "AND upper_bound IS NOT NULL AND (%s::int IS NULL OR batch_no < %s) "
+        "AND upper_bound IS NOT NULL AND root_no IS NULL AND (%s::int IS NULL OR batch_no < %s) "
         "ORDER BY batch_no DESC LIMIT 1",
         (run_id, stage, first_open, first_open),
     )

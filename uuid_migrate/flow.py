@@ -32,7 +32,7 @@ def claim_next_page(cur: Any, run_id: str, stage: str, done_upto: int, size: int
     while True:
         cur.execute(
             "UPDATE uuid_migration.stages SET dispatched_upto = least(dispatched_upto + %s, "
-            "batch_count) WHERE run_id = %s AND stage = %s AND dispatched_upto = %s "
+            "batch_count), sent_at = now() WHERE run_id = %s AND stage = %s AND dispatched_upto = %s "
             "AND dispatched_upto < batch_count AND status = 'running' RETURNING dispatched_upto",
             (size, run_id, stage, done_upto),
         )
@@ -60,6 +60,18 @@ def resend_page(cur: Any, run_id: str, stage: str) -> Page | None:
     return Page(run_id, stage, row[0], tuple(batches))
 
 
+def dispatched_open(cur: Any, run_id: str, stage: str) -> int:
+    """Batches already sent (or halves of sent ones) that are still pending or running."""
+    cur.execute(
+        "SELECT count(*) FROM uuid_migration.batches b JOIN uuid_migration.stages s "
+        "USING (run_id, stage) WHERE b.run_id = %s AND b.stage = %s "
+        "AND b.status IN ('pending', 'running') "
+        "AND (b.batch_no < s.dispatched_upto OR b.root_no IS NOT NULL)",
+        (run_id, stage),
+    )
+    return int(cur.fetchone()[0])
+
+
 def page_is_last(cur: Any, run_id: str, stage: str, end: int) -> bool:
     cur.execute(
         "SELECT batch_count FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
@@ -70,11 +82,14 @@ def page_is_last(cur: Any, run_id: str, stage: str, end: int) -> bool:
 
 
 def stage_outcome(cur: Any, run_id: str, stage: str) -> str:
-    """`succeeded` when every batch is, `failed` when any failed, else `running`."""
+    """`running` while any batch is pending or running, then `failed` if any failed, else
+    `succeeded`. A `split` batch counts as done: its halves are batches of their own."""
     counts = ledger.batch_counts(cur, run_id, stage)
+    if counts.get(PENDING) or counts.get(RUNNING):
+        return RUNNING
     if counts.get(FAILED):
         return FAILED
-    if set(counts) <= {SUCCEEDED}:
+    if set(counts) <= set(ledger.SETTLED):
         return SUCCEEDED
     return RUNNING
 

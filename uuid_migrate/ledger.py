@@ -23,6 +23,10 @@ LEDGER_SCHEMA = "uuid_migration"
 PRODUCER_LOCK_KEY = 0x757569645F6D6967  # "uuid_mig"
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
+#: A batch cut in two after a timeout; its two halves (new batch numbers) carry on its work.
+SPLIT = "split"
+#: Batch states in which there is nothing left to do.
+SETTLED = (SUCCEEDED, SPLIT)
 PLANNING, VALIDATING = "planning", "validating"
 ROLLING_BACK, ROLLED_BACK = "rolling_back", "rolled_back"
 ACTIVE_RUN_STATES = (PLANNING, RUNNING, VALIDATING)
@@ -132,7 +136,10 @@ class Batch:
 
 
 def ensure_schema(cur: Any) -> None:
+    from uuid_migrate import transitions  # its SQL extends the tables defined here
+
     cur.execute(_SCHEMA_SQL)
+    transitions.ensure_schema(cur)
 
 
 def ledger_exists(cur: Any) -> bool:

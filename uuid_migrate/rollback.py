@@ -139,8 +139,9 @@ def delete_mappings(conn: Any, undo: Undo) -> int:
 
 
 def forget_progress(cur: Any, run_ids: list[str]) -> None:
-    """The runs' batches, stages and error records; runs, reports, snapshots and steps stay."""
-    for table in ("batches", "stages", "errors"):
+    """The runs' batches (and their transition log), stages and error records; runs, reports,
+    snapshots and steps stay."""
+    for table in ("transitions", "batches", "stages", "errors"):
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE run_id = ANY(%s)").format(
                 qualified(ledger.LEDGER_SCHEMA, table)

@@ -15,12 +15,22 @@ from uuid_migrate.stages import table_of
 BATCH_TASK = "uuid_migrate.batch"
 PAGE_DONE_TASK = "uuid_migrate.page_done"
 VALIDATE_TASK = "uuid_migrate.validate"
+STAGE_CHECK_TASK = "uuid_migrate.stage_check"
+RETRY_TASK = "uuid_migrate.retry"
+RECONCILE_TASK = "uuid_migrate.reconcile"
 
 
-def send_page(app: Celery, queue: str, page: Page) -> None:
-    """The page's batches as a chord header; the callback completes the page from the ledger."""
-    callback = app.signature(
-        PAGE_DONE_TASK, args=(page.run_id, page.stage, page.end), queue=queue, immutable=True
+def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
+    """The page's batches as a chord header; the callback completes the page from the ledger.
+
+    Re-sent batches (`retry`) get a callback that continues their stage from the ledger.
+    """
+    callback = (
+        app.signature(STAGE_CHECK_TASK, args=(page.run_id, page.stage), queue=queue, immutable=True)
+        if retry
+        else app.signature(
+            PAGE_DONE_TASK, args=(page.run_id, page.stage, page.end), queue=queue, immutable=True
+        )
     )
     if not page.batches:
         callback.apply_async()
@@ -44,5 +54,7 @@ def send_validation(app: Celery, queue: str, run_id: str) -> None:
 def send_next(app: Celery, queue: str, run_id: str, nxt: Next) -> None:
     for page in nxt.pages:
         send_page(app, queue, page)
+    for page in nxt.retries:
+        send_page(app, queue, page, retry=True)
     if nxt.validate:
         send_validation(app, queue, run_id)

@@ -1,0 +1,69 @@
+"""`retry`, `pause` and `resume`: one plain function per command, callable from Python too."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from config.celery import make_app
+from config.settings import Settings
+from producer.commands import RunResult, watch
+from producer.local_workers import LocalWorkers
+from uuid_migrate import control, db, ledger
+from uuid_migrate.errors import RunStateError
+from uuid_migrate.progress import client
+from worker import reconciling
+
+
+def retry(
+    settings: Settings,
+    table: str | None = None,
+    batch: int | None = None,
+    workers: int = 0,
+    wait: bool = False,
+    out: TextIO = sys.stdout,
+) -> RunResult:
+    """Re-send the failed and stale batches of the latest run as chords that continue their
+    stages (then their dependents, then validation); optionally work and wait."""
+    app = make_app(settings)
+    redis_conn = client(settings.redis_url)
+    local = LocalWorkers(settings, workers).start() if workers else None
+    try:
+        if local:
+            local.wait_ready(app)
+        with db.connection(settings.require_database()) as conn:
+            sent = reconciling.retry_and_send(
+                app, settings, conn, redis_conn, table=table, batch_no=batch
+            )
+        run_id = sent["run_id"]
+        out.write(f"run {run_id}: re-sent {len(sent['resent'])} batch(es)\n")
+        for item in sent["resent"]:
+            out.write(f"  {item['stage']} batch {item['batch']} (was {item['was']})\n")
+        if not (wait or local):
+            return RunResult(run_id, ledger.RUNNING, True)
+        return watch(settings, redis_conn, run_id, out, True)
+    finally:
+        if local:
+            local.stop()
+
+
+def pause(settings: Settings) -> str:
+    """Workers finish their current batch and hold the rest, unacknowledged, until `resume`.
+
+    Only the ledger flag: a worker that takes a message while paused waits with it, so with
+    prefetch 1 no worker reserves more. (Broadcasting cancel_consumer / add_consumer was
+    tried and dropped: add_consumer reaches every worker on the broker, and would attach our
+    queue to workers that never served it.)
+    """
+    return _set_paused(settings, True)
+
+
+def resume(settings: Settings) -> str:
+    return _set_paused(settings, False)
+
+
+def _set_paused(settings: Settings, paused: bool) -> str:
+    with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
+        if not ledger.ledger_exists(cur):
+            raise RunStateError("no migration run recorded in this database")
+        return control.set_paused(cur, paused)

@@ -1,0 +1,193 @@
+"""Shared tools of the recovery tests: quick recovery settings, slow batches, finding the
+worker process in the middle of a batch's transaction, and the after-each invariants."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import psutil
+from psycopg2 import sql
+
+from config.settings import Settings
+from uuid_migrate import db, ledger, sample
+
+from .helpers import assert_fully_migrated, assert_references_translated, rows, scalar
+
+#: The sample's tables and their original columns (before uuid-migrate added any).
+ORIGINAL_COLUMNS = {
+    "users": ("id", "email", "name", "created_at"),
+    "clinics": ("id", "name"),
+    "dashboards": ("id", "user_id", "clinic_id", "title"),
+    "providers": ("id", "clinic_id", "name"),
+}
+#: 600 users (12 batches of 50), 60 clinics, 1200 dashboards (24 batches), 180 providers.
+SIZE = sample.SampleSize.for_users(600)
+#: Generous: the machine is shared; nothing here asserts speed.
+DEADLINE_S = 240
+
+
+def quick(settings: Settings, **overrides: Any) -> Settings:
+    """Recovery timings short enough for a test, long enough for a loaded machine."""
+    values = {
+        "heartbeat_timeout_s": 4,
+        "reconcile_interval_s": 2,
+        "retry_backoff_ms": 100,
+        "retry_backoff_max_ms": 1000,
+    }
+    return replace(settings, **{**values, **overrides})
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """The CLI's environment for these settings (what LocalWorkers gives its workers)."""
+    from producer.local_workers import LocalWorkers
+
+    env = LocalWorkers(settings, 0).environment()
+    env["BATCH_SIZE"] = str(settings.batch_size)
+    return env
+
+
+def cli(settings: Settings, *args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", *args],
+        env=environment(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def build_clinic(conn: Any) -> dict[str, str]:
+    """The sample database; returns the checksum of each table's original columns."""
+    with conn.cursor() as cur:
+        sample.build(cur, SIZE)
+    return original_checksums(conn)
+
+
+def original_checksums(conn: Any) -> dict[str, str]:
+    out = {}
+    for table, columns in ORIGINAL_COLUMNS.items():
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+        query = sql.SQL(
+            "SELECT md5(coalesce(string_agg(r::text, E'\\n' ORDER BY r::text COLLATE \"C\"), '')) "
+            "FROM (SELECT {} FROM {}) AS r"
+        ).format(cols, sql.Identifier(table))
+        out[table] = scalar(conn, query.as_string(conn))
+    return out
+
+
+def slow_batches(conn: Any, table: str, seconds: float) -> None:
+    """Every batch statement on `table` sleeps inside its transaction (a window to hit)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"CREATE FUNCTION slow_{table}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; "
+            f"CREATE TRIGGER slow_{table} AFTER UPDATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION slow_{table}()"
+        )
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = DEADLINE_S, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def run_status(conn: Any, run_id: str) -> str:
+    return scalar(conn, "SELECT status FROM uuid_migration.runs WHERE run_id = %s", (run_id,))
+
+
+def wait_for_end(conn: Any, run_id: str, timeout: float = DEADLINE_S) -> str:
+    """Poll the ledger only (no reconciling here: the workers must recover on their own)."""
+    return wait_until(
+        lambda: (s := run_status(conn, run_id)) in (ledger.SUCCEEDED, ledger.FAILED) and s,
+        timeout,
+        f"run {run_id} to end",
+    )
+
+
+def batch_ports(conn: Any) -> set[int]:
+    """Client ports of this database's sessions busy with a batch statement right now."""
+    found = rows(
+        conn,
+        "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'active' AND pid <> pg_backend_pid() AND query LIKE %s",
+        ("WITH upd AS (UPDATE%",),
+    )
+    return {port for (port,) in found if port}
+
+
+def pool_process_mid_batch(conn: Any, main_pids: list[int]) -> int | None:
+    """The pid of a worker pool process whose connection is inside a batch statement."""
+    ports = batch_ports(conn)
+    if not ports:
+        return None
+    for main in main_pids:
+        try:
+            children = psutil.Process(main).children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for child in children:
+            try:
+                if any(c.laddr.port in ports for c in child.net_connections(kind="tcp")):
+                    return child.pid
+            except psutil.NoSuchProcess:
+                continue
+    return None
+
+
+def assert_intact(conn: Any, before: dict[str, str], run_id: str) -> None:
+    """After any recovery: the run succeeded, every row has exactly one UUID and one mapping,
+    references agree, the original columns are unchanged, and validation passed."""
+    assert run_status(conn, run_id) == ledger.SUCCEEDED
+    for table in ORIGINAL_COLUMNS:
+        assert_fully_migrated(conn, table)
+    assert_references_translated(conn, "dashboards", "user_id", "users", "user_uuid_id")
+    assert_references_translated(conn, "dashboards", "clinic_id", "clinics", "clinic_uuid_id")
+    assert scalar(conn, "SELECT count(*) FROM id_mappings") == sum(
+        scalar(conn, f"SELECT count(*) FROM {t}") for t in ORIGINAL_COLUMNS
+    )
+    assert original_checksums(conn) == before
+    report = scalar(
+        conn,
+        "SELECT report FROM uuid_migration.reports WHERE run_id = %s AND kind = 'post' "
+        "ORDER BY id DESC LIMIT 1",
+        (run_id,),
+    )
+    assert report and report["overallStatus"] == "passed", report
+
+
+def terminate_sessions(conn: Any) -> int:
+    """pg_terminate_backend on every uuid-migrate session of this database but our own."""
+    return scalar(
+        conn,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = %s AND pid <> pg_backend_pid()",
+        (db.APPLICATION_NAME,),
+    )
+
+
+def extra_attempts(conn: Any, run_id: str) -> int:
+    return scalar(
+        conn,
+        "SELECT coalesce(sum(attempts - 1), 0) FROM uuid_migration.batches "
+        "WHERE run_id = %s AND attempts > 1",
+        (run_id,),
+    )
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -1,0 +1,101 @@
+"""Running the reconciler and `retry` and sending what they decide; used by the producer
+(`run --wait`, `retry`) and by the self-rescheduling reconcile task alike."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis
+from celery import Celery
+from kombu.exceptions import KombuError
+
+from config.settings import Settings
+from uuid_migrate import db, ledger, reconcile, requeue
+from uuid_migrate.progress import PREFIX
+from worker import dispatch
+
+
+def queue_length(app: Celery, queue: str) -> int | None:
+    """Messages waiting in the queue (not those a worker holds); None if the broker won't say."""
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            try:
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except conn.channel_errors:
+                return 0  # Redis keeps no empty list: "no such queue" means empty
+    except (KombuError, OSError, redis.RedisError):
+        return None
+
+
+def reconcile_and_send(
+    app: Celery, settings: Settings, conn: Any, redis_conn: Any, run_id: str
+) -> dict[str, Any]:
+    """One reconciler pass for the run; sends its decisions and keeps the schedule alive."""
+    url = settings.require_database()
+    nxt = reconcile.reconcile(
+        conn,
+        lambda: db.connect(url, autocommit=True),
+        redis_conn,
+        run_id,
+        stale_after_s=settings.heartbeat_timeout_s,
+        page_size=settings.dispatch_page,
+        queue_empty=queue_length(app, settings.queue) == 0,
+    )
+    dispatch.send_next(app, settings.queue, run_id, nxt)
+    if active(conn, run_id):
+        schedule(app, settings, redis_conn, run_id)
+    return {
+        "run_id": run_id,
+        "pages": len(nxt.pages),
+        "resent": sum(len(p.batches) for p in nxt.retries),
+        "validate": nxt.validate,
+    }
+
+
+def retry_and_send(
+    app: Celery,
+    settings: Settings,
+    conn: Any,
+    redis_conn: Any,
+    run_id: str | None = None,
+    table: str | None = None,
+    batch_no: int | None = None,
+) -> dict[str, Any]:
+    """`retry`: re-send failed and stale batches as chords continuing their stages, then
+    reconcile (a run stopped between pages moves on)."""
+    run_id, nxt, chosen = requeue.retry(
+        conn, redis_conn, run_id, settings.heartbeat_timeout_s, table=table, batch_no=batch_no
+    )
+    dispatch.send_next(app, settings.queue, run_id, nxt)
+    reconcile_and_send(app, settings, conn, redis_conn, run_id)
+    return {
+        "run_id": run_id,
+        "resent": [{"stage": b.stage, "batch": b.batch_no, "was": b.status} for b in chosen],
+    }
+
+
+def schedule(app: Celery, settings: Settings, redis_conn: Any, run_id: str) -> bool:
+    """Keep one reconcile task scheduled every interval while the run is active.
+
+    The key outlives one interval only, so a chain whose message was lost (a flushed broker)
+    frees it for the next caller; a second chain finds it taken and ends.
+    """
+    interval = settings.reconcile_interval_s
+    key = f"{PREFIX}:{run_id}:reconciler"
+    with contextlib.suppress(redis.RedisError):
+        if not redis_conn.set(key, "1", nx=True, ex=max(interval - 1, 1)):
+            return False
+        app.send_task(
+            dispatch.RECONCILE_TASK, args=(run_id,), queue=settings.queue, countdown=interval
+        )
+        return True
+    return False
+
+
+def active(conn: Any, run_id: str) -> bool:
+    with conn.cursor() as cur:
+        run = ledger.get_run(cur, run_id)
+    conn.commit()
+    return bool(run and run["status"] in ledger.ACTIVE_RUN_STATES)
