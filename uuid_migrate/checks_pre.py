@@ -49,9 +49,12 @@ def key_check(plan: Plan, table: str, keys: dict[str, tuple[str, str, str]]) -> 
 def suspicious_ids(cur: Any, plan: Plan, table: str) -> CheckResult:
     """Empty ids, and ids equal to another but for case or surrounding whitespace."""
     names = table_names(plan, table)
+    # A join with the (small) set of folded duplicates: `OR ... IN (subquery)` would make
+    # PostgreSQL re-run the subquery per row once its hash outgrows work_mem.
     source = sql.SQL(
-        "{t} AS {c} WHERE {c}.{k}::text = '' OR lower(btrim({c}.{k}::text)) IN "
-        "(SELECT lower(btrim(x.{k}::text)) FROM {t} AS x GROUP BY 1 HAVING count(*) > 1)"
+        "{t} AS {c} LEFT JOIN (SELECT lower(btrim(x.{k}::text)) AS folded FROM {t} AS x "
+        "GROUP BY 1 HAVING count(*) > 1) AS d ON d.folded = lower(btrim({c}.{k}::text)) "
+        "WHERE {c}.{k}::text = '' OR d.folded IS NOT NULL"
     ).format(**names)
     found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
     return notice("suspicious_ids", table, found, sample)
