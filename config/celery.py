@@ -34,8 +34,9 @@ class LedgerDrivenRedisBackend(RedisBackend):
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
-        # "<backend class>+<url>" is Celery's own syntax for a custom backend class.
-        "result_backend": f"config.celery:LedgerDrivenRedisBackend+{settings.redis_url}",
+        # A plain URL, so Celery masks its password wherever it shows the setting (Flower's
+        # worker config); the backend class is chosen by scheme in make_app.
+        "result_backend": settings.redis_url,
         "task_default_queue": settings.queue,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -53,7 +54,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: Result backend classes by URL scheme: ours in place of Celery's stock Redis backend.
+BACKENDS = {scheme: "config.celery:LedgerDrivenRedisBackend" for scheme in ("redis", "rediss")}
+
+
 def make_app(settings: Settings, main: str = "uuid_migrate") -> Celery:
     app = Celery(main)
     app.conf.update(celery_config(settings))
+    app.loader.override_backends = BACKENDS
     return app

@@ -46,9 +46,10 @@ CLI = Path(sys.executable).with_name("uuid-migrate")
 POLL_S = 0.1  # between RSS samples of the producer and its workers
 #: users / dashboards rows/s in /work/shared/PERFORMANCE.md: one statement, 2-process ceiling.
 EARLIER = {"a": (51_600, 26_700), "b": (153_000, 72_500)}
-#: A Celery worker's log line for a finished task: end time, task name, seconds, result.
+#: A Celery worker's log line for a finished task: end time, task name, seconds, result
+#: (Celery's own format, or config.logs' text format).
 TASK_LINE = re.compile(
-    r"^\[([\d-]+ [\d:,]+): [^\]]*\] Task uuid_migrate\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s: (.*)$",
+    r"^\[?([\d-]+ [\d:,]+)[^\n]*? Task uuid_migrate\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s: (.*)$",
     re.MULTILINE,
 )
 

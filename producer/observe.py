@@ -56,7 +56,10 @@ def flower(
             port,
         )
     # In this process, not `exec celery`: the password stays out of every process's argv.
-    result = celery_command.main(args=args, prog_name="celery", standalone_mode=False)
+    try:
+        result = celery_command.main(args=args, prog_name="celery", standalone_mode=False)
+    except OSError as exc:  # a busy port, an address that does not resolve
+        raise ConfigError(f"cannot serve Flower on {address}:{port}: {exc.strerror or exc}") from None
     return int(result or 0)
 
 

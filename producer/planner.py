@@ -89,6 +89,7 @@ def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int)
 
 def _apply_step(conn: Any, run_id: str, position: int, step: Step, lock_timeout_ms: int) -> None:
     def work(cur: Any) -> None:
+        _refuse_if_fenced(cur, run_id)
         created = not step.exists(cur)
         cur.execute(step.forward())
         cur.execute(
@@ -109,10 +110,20 @@ def plan_batches(conn: Any, run_id: str, plan: Plan, default_size: int) -> None:
         _plan_stage(conn, run_id, plan, stage["stage"], stage["table"], default_size)
 
 
+def _refuse_if_fenced(cur: Any, run_id: str) -> None:
+    """A rollback (run with --force) stopped this run while we planned it: change nothing more.
+
+    Under the same FOR KEY SHARE as a batch, so the rollback waits for this transaction.
+    """
+    if ledger.run_is_fenced(cur, run_id):
+        raise RunStateError(f"run {run_id} was stopped by a rollback; nothing more was changed")
+
+
 def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, default: int) -> None:
     spec = plan.table(table)
     size = plan.batch_size_of(table, default)
     with conn.cursor() as cur:
+        _refuse_if_fenced(cur, run_id)
         ledger.reset_unplanned_stage(cur, run_id, stage)
         count, total, chunk = 0, 0, []
         for key_range, rows in walk_ranges(cur, plan.schema, table, spec.key, size):

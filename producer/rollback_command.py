@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from kombu.exceptions import KombuError
+
+from config.celery import make_app
 from config.settings import Settings
 from uuid_migrate import db, ledger, planfile
 from uuid_migrate import rollback as undoing
@@ -14,6 +17,7 @@ from uuid_migrate.errors import ConnectionFailed, RunStateError
 from uuid_migrate.plan import Plan
 from uuid_migrate.progress import Progress, client
 from uuid_migrate.validation import rolled_back_report
+from worker import dispatch
 
 NOTHING, ABORTED, ROLLED_BACK = "nothing", "aborted", "rolled_back"
 
@@ -68,6 +72,7 @@ def rollback(
 def _undo(conn: Any, settings: Settings, undo: undoing.Undo, out: TextIO) -> dict[str, Any]:
     if undo.running_batches:
         out.write(f"waiting for {undo.running_batches} running batch(es) to end\n")
+    _revoke_queued(settings, undo.run_ids, out)
     undoing.fence(conn, undo.run_ids)
     with db.connection(settings.require_database(), autocommit=True) as index_conn:
         undoing.wait_for_index_builds(index_conn, undo.plan)
@@ -88,6 +93,15 @@ def _why_nothing(latest: dict[str, Any] | None) -> str:
     if latest is None:
         return "no migration is recorded in this database"
     return f"run {latest['run_id']} was rolled back at {ledger.iso(latest['finished_at'])}"
+
+
+def _revoke_queued(settings: Settings, run_ids: list[str], out: TextIO) -> None:
+    """Revoke the runs' queued batches first. Only live workers hear it, so the fence
+    (checked inside every batch's transaction) is what guarantees that none writes after."""
+    try:
+        dispatch.revoke_run(make_app(settings), run_ids)
+    except (KombuError, OSError) as exc:
+        out.write(f"warning: could not revoke queued batches ({exc}); the fence stops them\n")
 
 
 def _claim_producer_lock(conn: Any, force: bool) -> None:

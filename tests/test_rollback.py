@@ -109,7 +109,7 @@ def test_rollback_asks_first_and_refuses_while_batches_run(clinic, settings):
     assert database_dump(clinic, settings.database_url) == migrated
 
 
-def test_a_forced_rollback_stops_a_live_run_and_no_batch_writes_after_it(
+def test_a_forced_rollback_revokes_a_live_run_and_no_batch_writes_after_it(
     clinic, settings, start_workers, tmp_path
 ):
     with clinic.cursor() as cur:
@@ -127,7 +127,7 @@ def test_a_forced_rollback_stops_a_live_run_and_no_batch_writes_after_it(
     assert scalar(clinic, "SELECT count(*) FROM uuid_migration.errors") == 0
     assert scalar(clinic, "SELECT status FROM uuid_migration.runs") == ledger.ROLLED_BACK
     logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
-    assert re.search(r"status=(skipped|cancelled)", logs), "batches delivered after the rollback"
+    assert "Discarding revoked task: uuid_migrate.batch" in logs, "queued batches were revoked"
 
 
 def batches_done(conn, run_id: str, stage: str) -> int:
@@ -197,3 +197,18 @@ def test_a_rollback_that_cannot_restore_exactly_says_what_differs_and_exits_1(cl
         "clinics": ["index clinics_name_idx was not there before"],
     }
     assert scalar(clinic, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'uuid_id'") == 0
+
+
+def test_batches_a_worker_never_heard_revoked_are_stopped_by_the_fence(clinic, settings, start_workers, tmp_path):
+    """Revocation only reaches live workers: one started after the rollback must still write nothing."""
+    before = database_dump(clinic, settings.database_url)
+    commands.run(settings, plan_file="clinic", out=io.StringIO())  # enqueued, no worker yet
+
+    assert rollback(settings, force=True).report["overallStatus"] == "passed"
+    start_workers(2)
+    wait_until(lambda: workers_idle(settings))
+
+    assert database_dump(clinic, settings.database_url) == before
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.errors") == 0
+    logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
+    assert re.search(r"status=(skipped|cancelled)", logs), "queued batches ran as no-ops"

@@ -114,3 +114,14 @@ def test_rate_and_eta_arithmetic():
     assert eta_text(30_000, 500.0) == "0:01:00"
     assert eta_text(0, 0.0) == "done"
     assert eta_text(10, 0.0) == "--:--"
+
+
+def test_the_worker_config_flower_shows_hides_the_redis_password_and_keeps_our_backend():
+    from config.celery import LedgerDrivenRedisBackend, make_app
+
+    settings = load_settings({"REDIS_URL": "redis://:s3cretpw@127.0.0.1:6379/0"})
+    app = make_app(settings)
+    shown = app.conf.table()  # what a worker answers to `inspect conf` (Flower's Config tab)
+    assert "s3cretpw" not in repr(shown)
+    assert shown["result_backend"].startswith("redis://")
+    assert isinstance(app.backend, LedgerDrivenRedisBackend)

@@ -15,6 +15,7 @@ from uuid_migrate import flow, ledger
 from uuid_migrate.batch import BatchOutcome, plan_of_run
 from uuid_migrate.checkpoint import PHASES, last_processed_id
 from uuid_migrate.ddl import UniqueIndex, index_steps, step_to_dict
+from uuid_migrate.ddl_runner import take_advisory_lock
 from uuid_migrate.flow import Page
 from uuid_migrate.ledger import FAILED, SUCCEEDED
 from uuid_migrate.plan import Plan
@@ -144,8 +145,7 @@ def build_unique_index(conn_factory: Any, index: UniqueIndex, run_id: str, posit
     conn = conn_factory()
     try:
         with conn.cursor() as cur:
-            # A session lock: it holds no snapshot, so the concurrent build never waits on it.
-            cur.execute("SELECT pg_advisory_lock(%s)", (index.lock_key(),))
+            take_advisory_lock(cur, index.lock_key())
             try:
                 if not ledger.run_is_fenced(cur, run_id):
                     _build(cur, index, run_id, position)

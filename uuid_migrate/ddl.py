@@ -188,7 +188,7 @@ def target_conflicts(cur: Any, plan: Plan) -> list[str]:
                 )
         elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
             conflicts.append(
-                f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id) table"
+                f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id, created_at) table"
             )
     return conflicts
 
@@ -204,10 +204,10 @@ def same_type(cur: Any, found: str, wanted: str) -> bool:
 def _mapping_table_fits(cur: Any, schema: str) -> bool:
     cur.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
-        "AND table_name = %s AND column_name IN ('table_name', 'old_id', 'new_id')",
+        "AND table_name = %s AND column_name IN ('table_name', 'old_id', 'new_id', 'created_at')",
         (schema, MAPPING_TABLE),
     )
-    return cur.fetchone()[0] == 3
+    return cur.fetchone()[0] == 4
 
 
 def uuid_index(plan: Plan, table: str) -> UniqueIndex:

@@ -45,3 +45,17 @@ def run_ddl(conn: Any, work: Callable[[Any], None], lock_timeout_ms: int, target
         f"could not lock {target} within {lock_timeout_ms} ms after {DDL_LOCK_ATTEMPTS} tries: "
         "a long transaction holds it; run again when it has finished"
     )
+
+
+#: Pause between two tries of an advisory lock held by an index build.
+ADVISORY_POLL_S = 0.2
+
+
+def take_advisory_lock(cur: Any, key: int) -> None:
+    """A session advisory lock, by polling: a blocked `pg_advisory_lock` keeps a snapshot while
+    it waits, which a CREATE INDEX CONCURRENTLY holding the lock would wait for in turn."""
+    while True:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if cur.fetchone()[0]:
+            return
+        time.sleep(ADVISORY_POLL_S)

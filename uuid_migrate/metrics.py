@@ -17,7 +17,7 @@ DURATION_BOUNDS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
 )  # fmt: skip
 #: Every batch state, reported even at zero so a series never vanishes mid-run.
-BATCH_STATES = (ledger.PENDING, ledger.RUNNING, ledger.SUCCEEDED, ledger.FAILED)
+BATCH_STATES = (ledger.PENDING, ledger.RUNNING, ledger.SUCCEEDED, ledger.FAILED, ledger.SPLIT)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _durations(cur: Any, run_id: str) -> dict[str, tuple[dict[int, int], float]]
 def _elapsed_s(cur: Any, run_id: str) -> float:
     """Seconds from the run's first batch start to its last finish (or now, while running)."""
     cur.execute(
-        "SELECT extract(epoch FROM (CASE WHEN bool_and(status IN ('succeeded', 'failed')) "
+        "SELECT extract(epoch FROM (CASE WHEN bool_and(status IN ('succeeded', 'failed', 'split')) "
         "THEN max(finished_at) ELSE now() END) - min(started_at))::float8 "
         "FROM uuid_migration.batches WHERE run_id = %s",
         (run_id,),

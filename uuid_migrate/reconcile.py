@@ -30,6 +30,7 @@ def reconcile(
     stale_after_s: float,
     page_size: int,
     queue_empty: bool | None,
+    max_attempts: int | None = None,
 ) -> Next:
     """One pass; returns what must be sent (after the ledger changes are committed)."""
     with conn.cursor() as cur:
@@ -46,6 +47,7 @@ def reconcile(
         ledger.lock_run(cur, run_id)
         chosen = requeue.retriable(cur, redis_conn, run_id, stale_after_s, lost_pending=idle)
         chosen = [b for b in chosen if b.status != ledger.FAILED]  # failures wait for `retry`
+        chosen = _give_up_on_killers(cur, run_id, chosen, max_attempts)
         nxt = requeue.reopen(cur, run_id, chosen, stale_after_s)
         running = [s["stage"] for s in ledger.stages(cur, run_id) if s["status"] == "running"]
     conn.commit()
@@ -56,6 +58,31 @@ def reconcile(
         _merge(nxt, advance.advance_run(cur, run_id, page_size))
     conn.commit()
     return nxt
+
+
+def _give_up_on_killers(
+    cur: Any, run_id: str, chosen: list[ledger.Batch], max_attempts: int | None
+) -> list[ledger.Batch]:
+    """A stale batch that already used every attempt is failed, not sent again: a batch that
+    takes its worker down with it would otherwise be retried for ever."""
+    if max_attempts is None:
+        return chosen
+    spent = [b for b in chosen if b.status == ledger.RUNNING and b.attempts >= max_attempts]
+    for b in spent:
+        message = f"gave up: {b.attempts} attempts ended without finishing (workers lost)"
+        cur.execute(
+            "UPDATE uuid_migration.batches SET status = 'failed', finished_at = now(), "
+            "last_error = %s WHERE run_id = %s AND stage = %s AND batch_no = %s "
+            "AND status = 'running'",
+            (message, run_id, b.stage, b.batch_no),
+        )
+        cur.execute(
+            "SELECT table_name FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
+            (run_id, b.stage),
+        )
+        context = {"batch": b.batch_no, "stage": b.stage, "range": b.key_range.label()}
+        ledger.record_error(cur, run_id, cur.fetchone()[0], b.lower, message, context)
+    return [b for b in chosen if b not in spent]
 
 
 def _merge(into: Next, other: Next) -> None:

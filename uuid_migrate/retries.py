@@ -67,20 +67,24 @@ def compute_backoff(
     return ceiling * rand()
 
 
-def classify(exc: BaseException) -> str:
-    """SPLIT, TRANSIENT, DUPLICATE_UUID or PERMANENT for an error raised by a batch."""
+def classify(exc: BaseException, uuid_index: str = "") -> str:
+    """SPLIT, TRANSIENT, DUPLICATE_UUID or PERMANENT for an error raised by a batch.
+
+    `uuid_index` is the name of the table's unique index on uuid_id (shortened with a hash
+    when the table's name is long, so the suffix alone cannot recognise it).
+    """
     if isinstance(exc, _SPLIT_ERRORS):
         return SPLIT
-    if isinstance(exc, psycopg2.errors.UniqueViolation) and _is_uuid_index(exc):
+    if isinstance(exc, psycopg2.errors.UniqueViolation) and _is_uuid_index(exc, uuid_index):
         return DUPLICATE_UUID
     if isinstance(exc, _TRANSIENT_ERRORS):
         return TRANSIENT
     return PERMANENT
 
 
-def _is_uuid_index(exc: psycopg2.Error) -> bool:
+def _is_uuid_index(exc: psycopg2.Error, uuid_index: str) -> bool:
     name = getattr(exc.diag, "constraint_name", None) or ""
-    return name == MAPPING_UUID_INDEX or name.endswith(UUID_INDEX_SUFFIX)
+    return name in (MAPPING_UUID_INDEX, uuid_index) or name.endswith(UUID_INDEX_SUFFIX)
 
 
 def one_line(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from uuid_migrate.ddl import (
     qualified,
     step_from_dict,
 )
-from uuid_migrate.ddl_runner import run_ddl
+from uuid_migrate.ddl_runner import run_ddl, take_advisory_lock
 from uuid_migrate.plan import MAPPING_TABLE, Plan, from_dict
 
 #: Mapping rows deleted per transaction when id_mappings was there before the migration.
@@ -98,7 +98,7 @@ def wait_for_index_builds(index_conn: Any, plan: Plan) -> None:
     """After the fence: an index build in flight ends (and records itself) before we look."""
     with index_conn.cursor() as cur:
         for _, index in index_steps(plan):
-            cur.execute("SELECT pg_advisory_lock(%s)", (index.lock_key(),))
+            take_advisory_lock(cur, index.lock_key())
             cur.execute("SELECT pg_advisory_unlock(%s)", (index.lock_key(),))
 
 
@@ -141,7 +141,10 @@ def delete_mappings(conn: Any, undo: Undo) -> int:
 def forget_progress(cur: Any, run_ids: list[str]) -> None:
     """The runs' batches (and their transition log), stages and error records; runs, reports,
     snapshots and steps stay."""
-    for table in ("transitions", "batches", "stages", "errors"):
+    for table in ("batches", "transitions", "stages", "errors"):
+        cur.execute("SELECT to_regclass(%s)", (f"{ledger.LEDGER_SCHEMA}.{table}",))
+        if cur.fetchone()[0] is None:
+            continue  # a ledger written by an older version
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE run_id = ANY(%s)").format(
                 qualified(ledger.LEDGER_SCHEMA, table)

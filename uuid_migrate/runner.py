@@ -16,6 +16,7 @@ import psycopg2
 
 from uuid_migrate import batch, control, ledger, retries, split
 from uuid_migrate.batch import BatchOutcome
+from uuid_migrate.ddl import uuid_index
 from uuid_migrate.errors import ConnectionFailed
 from uuid_migrate.heartbeat import Heartbeat
 from uuid_migrate.plan import Plan
@@ -128,7 +129,7 @@ def _after_error(
     ctx: Context, plan: Plan, stage: Stage, job: ledger.Batch, error: Any, tries: int
 ) -> tuple[str, list[int], str] | None:
     """None to try again; else (status, halves to run, message) to end this batch with."""
-    kind = retries.classify(error)
+    kind = retries.classify(error, uuid_index(plan, stage.table).name)
     message = retries.one_line(error)
     if kind == retries.TRANSIENT:
         ctx.reset()  # a lost connection is replaced; a live one is merely reopened

@@ -60,7 +60,11 @@ def split_batch(
             "WHERE run_id = %s AND stage = %s AND batch_no = %s FOR UPDATE",
             (batch.run_id, batch.stage, batch.batch_no),
         )
-        status = cur.fetchone()[0]
+        row = cur.fetchone()
+        if row is None or ledger.run_is_fenced(cur, batch.run_id):
+            conn.rollback()  # rolled back meanwhile: nothing left to split
+            return []
+        status = row[0]
         if status in ledger.SETTLED:
             conn.commit()
             return children(conn, batch) if status == ledger.SPLIT else []

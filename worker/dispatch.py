@@ -18,6 +18,8 @@ VALIDATE_TASK = "uuid_migrate.validate"
 STAGE_CHECK_TASK = "uuid_migrate.stage_check"
 RETRY_TASK = "uuid_migrate.retry"
 RECONCILE_TASK = "uuid_migrate.reconcile"
+#: Stamped on every batch message, so that `revoke_by_stamped_headers` can revoke a run's.
+RUN_STAMP = "uuid_migrate_run"
 
 
 def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
@@ -41,7 +43,7 @@ def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
             args=(page.run_id, page.stage, b.batch_no),
             kwargs={"table": table_of(page.stage), "key_range": b.key_range.label()},
             queue=queue,
-        )
+        ).stamp(**{RUN_STAMP: page.run_id})
         for b in page.batches
     ]
     chord(header)(callback)
@@ -58,3 +60,8 @@ def send_next(app: Celery, queue: str, run_id: str, nxt: Next) -> None:
         send_page(app, queue, page, retry=True)
     if nxt.validate:
         send_validation(app, queue, run_id)
+
+
+def revoke_run(app: Celery, run_ids: list[str]) -> None:
+    """Tell every live worker to discard the runs' batch messages, queued or reserved."""
+    app.control.revoke_by_stamped_headers({RUN_STAMP: run_ids})

@@ -41,6 +41,7 @@ def reconcile_and_send(
         run_id,
         stale_after_s=settings.heartbeat_timeout_s,
         page_size=settings.dispatch_page,
+        max_attempts=settings.batch_max_attempts,
         queue_empty=queue_length(app, settings.queue) == 0,
     )
     dispatch.send_next(app, settings.queue, run_id, nxt)

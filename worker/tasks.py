@@ -92,8 +92,10 @@ def _after_batches(run_id: str, outcomes: list) -> None:
             advance.record_progress(conn, progress, outcome)
         if any(o.status == "failed" for o in outcomes) and control.check_circuit(conn, run_id):
             log.error("run %s stopped by the circuit breaker", run_id)
-        # Cheap (one SET NX): revives the reconciler's schedule if its message was lost.
-        reconciling.schedule(app, settings, progress.conn, run_id)
+        # Cheap (one SET NX): revives the reconciler's schedule if its message was lost; not
+        # for a batch that did nothing (a stopped or rolled-back run must stay quiet).
+        if any(o.status in (ledger.SUCCEEDED, ledger.FAILED) for o in outcomes):
+            reconciling.schedule(app, settings, progress.conn, run_id)
     except Exception:  # the ledger is the truth; the reconciler rebuilds Redis from it
         log.warning("could not record progress of run %s", run_id, exc_info=True)
         runtime.drop_database()
