@@ -93,3 +93,17 @@ def test_recovery_settings_come_from_the_environment_with_defaults():
 def test_an_error_line_carries_its_sqlstate_when_postgres_gave_one():
     assert retries.one_line(ValueError("bad\nmore")) == "bad"
     assert retries.one_line(RuntimeError()) == "RuntimeError"
+
+
+def test_a_collision_on_a_shortened_uuid_index_name_is_retried_with_fresh_uuids():
+    from uuid_migrate.ddl import index_name
+
+    name = index_name("t" * 60, "uuid_id")
+    assert not name.endswith("_uuid_id_key")  # shortened with a hash: the suffix is gone
+
+    class Collision(psycopg2.errors.UniqueViolation):
+        class diag:  # the shape of psycopg2's Diagnostics
+            constraint_name = name
+
+    assert classify(Collision(), name) == retries.DUPLICATE_UUID
+    assert classify(Collision()) == retries.PERMANENT

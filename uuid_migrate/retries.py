@@ -84,7 +84,8 @@ def classify(exc: BaseException, uuid_index: str = "") -> str:
 
 def _is_uuid_index(exc: psycopg2.Error, uuid_index: str) -> bool:
     name = getattr(exc.diag, "constraint_name", None) or ""
-    return name in (MAPPING_UUID_INDEX, uuid_index) or name.endswith(UUID_INDEX_SUFFIX)
+    known = {MAPPING_UUID_INDEX, uuid_index} - {""}
+    return bool(name) and (name in known or name.endswith(UUID_INDEX_SUFFIX))
 
 
 def one_line(exc: BaseException) -> str:
