@@ -39,9 +39,10 @@ DEFAULT_RECONCILE_INTERVAL_S = 30
 class Settings:
     """Everything the tool needs to know about its surroundings."""
 
-    database_url: str | None
-    redis_url: str
-    broker_url: str
+    # URLs carry passwords: kept out of repr, so a logged Settings never shows one.
+    database_url: str | None = field(repr=False)
+    redis_url: str = field(repr=False)
+    broker_url: str = field(repr=False)
     batch_size: int = DEFAULT_BATCH_SIZE
     queue: str = DEFAULT_QUEUE
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS

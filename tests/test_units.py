@@ -125,3 +125,10 @@ def test_the_worker_config_flower_shows_hides_the_redis_password_and_keeps_our_b
     assert "s3cretpw" not in repr(shown)
     assert shown["result_backend"].startswith("redis://")
     assert isinstance(app.backend, LedgerDrivenRedisBackend)
+
+
+def test_settings_never_show_a_password_in_their_repr():
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://u:pw-db@h/d", "REDIS_URL": "redis://:pw-redis@h/0"}
+    )
+    assert "pw-" not in repr(settings) and settings.database_url.endswith("@h/d")
