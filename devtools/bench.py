@@ -314,8 +314,8 @@ end: start-up, planning, DDL, batches, index builds, validation, worker shutdown
 
 ## Validation and rollback
 
-On the same data, sizes as above (the run's own snapshot and baseline report are in (c)'s
-start-up and planning; its post-migration report in its validation phase):
+On the same data, sizes as above (the run's own table snapshots, with their data checksums, are
+in (c)'s start-up and planning; its post-migration report in its validation phase):
 
 {safety}
 

@@ -129,7 +129,7 @@ def _prepare(
     wanted = load_plan(conn, plan_file, schema) if plan_file or not _active_run(conn) else None
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
-    planner.record_baseline(conn, run_id, the_plan)
+    planner.take_snapshots(conn, run_id, the_plan)
     planner.apply_additive_ddl(conn, run_id, the_plan, settings.lock_timeout_ms)
     planner.plan_batches(conn, run_id, the_plan, settings.batch_size)
     planner.mark_running(conn, run_id)

@@ -16,10 +16,8 @@ from uuid_migrate.ddl_runner import run_ddl
 from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.keywalk import walk_ranges
 from uuid_migrate.plan import Plan, from_dict, to_dict
-from uuid_migrate.report import PRE
 from uuid_migrate.rollback import live_runs
 from uuid_migrate.stages import stages
-from uuid_migrate.validation import baseline_report
 
 #: Batches written to the ledger per commit while walking a key.
 LEDGER_CHUNK = 1000
@@ -57,23 +55,17 @@ def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, 
     return run_id, plan, False
 
 
-def record_baseline(conn: Any, run_id: str, plan: Plan) -> None:
-    """Before the first change: each table's snapshot (unless an earlier live run holds one)
-    and the baseline validation report, each committed on its own."""
+def take_snapshots(conn: Any, run_id: str, plan: Plan) -> None:
+    """Before the first change: each table's snapshot, unless an earlier live run holds one
+    (that one shows the tables before the migration began), each committed on its own."""
     with conn.cursor() as cur:
-        live = [r["run_id"] for r in live_runs(cur)]
-        have = set(snapshot.stored(cur, live))
-        has_report = ledger.latest_report(cur, run_id, PRE) is not None
+        have = set(snapshot.stored(cur, [r["run_id"] for r in live_runs(cur)]))
     conn.commit()
     for table in plan.tables:
         if table.name not in have:
             with conn.cursor() as cur:
                 snapshot.capture(cur, run_id, plan.schema, table.name)
             conn.commit()
-    if not has_report:
-        with conn.cursor() as cur:
-            ledger.store_report(cur, run_id, PRE, baseline_report(cur, plan))
-        conn.commit()
 
 
 def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int) -> None:

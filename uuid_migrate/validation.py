@@ -129,16 +129,14 @@ def _finished_tables(cur: Any, run_id: str) -> set[str]:
 
 def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, Any]:
     """The seed's per-table figures: total, migrated, failed (rows of failed batches), duration (ms)."""
-    migrated = 0
-    if column_exists(cur, plan.schema, table, UUID_COLUMN):
-        cur.execute(
-            sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
-                qualified(plan.schema, table), sql.Identifier(UUID_COLUMN)
-            )
-        )
-        migrated = int(cur.fetchone()[0])
+    has_uuid = column_exists(cur, plan.schema, table, UUID_COLUMN)
+    counted = sql.Identifier(UUID_COLUMN) if has_uuid else sql.SQL("NULL")
+    cur.execute(
+        sql.SQL("SELECT count(*), count({}) FROM {}").format(counted, qualified(plan.schema, table))
+    )
+    total, migrated = (int(v) for v in cur.fetchone())
     return {
-        "total": count_rows(cur, plan, table),
+        "total": total,
         "migrated": migrated,
         "failed": _ledger_figure(cur, _FAILED_ROWS, run_id, table),
         "duration": _ledger_figure(cur, _DURATION_MS, run_id, table),
