@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg2
@@ -31,6 +33,16 @@ _RETRYING = {
     "retry_backoff_max": 60,
     "max_retries": 20,
 }
+
+@contextmanager
+def _new_connection_on_retry() -> Iterator[None]:
+    """Celery retries the task on these errors; the retry gets a new connection."""
+    try:
+        yield
+    except _RETRY_ON:
+        runtime.drop_database()
+        raise
+
 
 POLICY = RetryPolicy(
     max_attempts=settings.batch_max_attempts,
@@ -112,7 +124,7 @@ def _redis_or_none() -> Any:
 def page_done(run_id: str, stage: str, end: int) -> dict[str, Any]:
     """Chord callback: the next page, or the stage's close, decided from the ledger."""
     url = settings.require_database()
-    try:
+    with _new_connection_on_retry():
         nxt = advance.after_page(
             runtime.database(settings),
             lambda: db.connect(url, autocommit=True),
@@ -121,9 +133,6 @@ def page_done(run_id: str, stage: str, end: int) -> dict[str, Any]:
             end,
             settings.dispatch_page,
         )
-    except _RETRY_ON:
-        runtime.drop_database()
-        raise
     dispatch.send_next(app, settings.queue, run_id, nxt)
     return {
         "run_id": run_id,
@@ -138,7 +147,7 @@ def page_done(run_id: str, stage: str, end: int) -> dict[str, Any]:
 def stage_check(run_id: str, stage: str) -> dict[str, Any]:
     """Callback of re-sent batches: continue or close their stage from the ledger."""
     url = settings.require_database()
-    try:
+    with _new_connection_on_retry():
         nxt = advance.continue_stage(
             runtime.database(settings),
             lambda: db.connect(url, autocommit=True),
@@ -146,9 +155,6 @@ def stage_check(run_id: str, stage: str) -> dict[str, Any]:
             stage,
             settings.dispatch_page,
         )
-    except _RETRY_ON:
-        runtime.drop_database()
-        raise
     dispatch.send_next(app, settings.queue, run_id, nxt)
     return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
 
@@ -156,11 +162,8 @@ def stage_check(run_id: str, stage: str) -> dict[str, Any]:
 @app.task(name=dispatch.VALIDATE_TASK, **_RETRYING)
 def validate(run_id: str) -> dict[str, Any]:
     """The run's final post-migration validation, stored in the ledger."""
-    try:
+    with _new_connection_on_retry():
         report = advance.finish_validation(runtime.database(settings), run_id)
-    except _RETRY_ON:
-        runtime.drop_database()
-        raise
     if report is None:
         return {"run_id": run_id, "overallStatus": "unknown"}
     return {
@@ -175,7 +178,7 @@ def retry(
     run_id: str | None = None, table: str | None = None, batch: int | None = None
 ) -> dict[str, Any]:
     """`uuid-migrate retry` as a task, e.g. from Flower: re-send failed and stale batches."""
-    try:
+    with _new_connection_on_retry():
         return reconciling.retry_and_send(
             app,
             settings,
@@ -185,21 +188,15 @@ def retry(
             table,
             batch,
         )
-    except _RETRY_ON:
-        runtime.drop_database()
-        raise
 
 
 @app.task(name=dispatch.RECONCILE_TASK, **_RETRYING)
 def reconcile(run_id: str) -> dict[str, Any]:
     """One reconciler pass; it schedules the next one while the run is active."""
-    try:
+    with _new_connection_on_retry():
         return reconciling.reconcile_and_send(
             app, settings, runtime.database(settings), runtime.redis_client(settings), run_id
         )
-    except _RETRY_ON:
-        runtime.drop_database()
-        raise
 
 
 @worker_ready.connect
