@@ -11,7 +11,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from uuid_migrate.check_sql import column_exists, offending, table_names
+from uuid_migrate.check_sql import offending, table_names
 from uuid_migrate.ddl import AddColumn, qualified, same_type, uuid_index
 from uuid_migrate.ledger import LEDGER_SCHEMA
 from uuid_migrate.plan import Plan, Relation
@@ -121,10 +121,6 @@ def batches_finished(cur: Any, run_id: str, states: tuple[str, ...]) -> CheckRes
     )
     sample = [row[0] for row in cur.fetchall()]
     return verdict("batches_finished", "*", 0, found, sample)
-
-
-def translation_columns_present(cur: Any, plan: Plan, rel: Relation) -> bool:
-    return column_exists(cur, plan.schema, rel.table, rel.uuid_column)
 
 
 def _relation_names(plan: Plan, rel: Relation) -> dict[str, sql.Composable]:

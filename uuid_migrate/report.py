@@ -64,9 +64,5 @@ def build_report(phase: str, checks: list[CheckResult], tables: dict[str, Any]) 
     }
 
 
-def failed_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in report["checks"] if c["status"] == FAILED]
-
-
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
