@@ -11,90 +11,32 @@ vacuumed database (CREATE DATABASE ... TEMPLATE), so all start from the same fil
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
-import re
 import secrets
 import shlex
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 from psycopg2 import sql
 
 from devtools import bench_safety
+from devtools.bench_methods import ceiling, run_tool, single_statements
+from devtools.bench_report import TABLES, Result, environment, render
 from uuid_migrate import catalog, db, ledger, planfile, sample
-from uuid_migrate.batch_sql import batch_statement
 from uuid_migrate.ddl import additive_steps, uuid_index
-from uuid_migrate.keywalk import walk_ranges
 from uuid_migrate.plan import Plan
-from uuid_migrate.ranges import KeyRange
-from uuid_migrate.stages import Stage, stages
 from uuid_migrate.validation import post_migration_report
-
-TABLES = ("users", "clinics", "dashboards", "providers")
-CLI = Path(sys.executable).with_name("uuid-migrate")
-POLL_S = 0.1  # between RSS samples of the producer and its workers
-#: users / dashboards rows/s in /work/shared/PERFORMANCE.md: one statement, 2-process ceiling.
-EARLIER = {"a": (51_600, 26_700), "b": (153_000, 72_500)}
-#: A Celery worker's log line for a finished task: end time, task name, seconds, result
-#: (Celery's own format, or config.logs' text format).
-TASK_LINE = re.compile(
-    r"^\[?([\d-]+ [\d:,]+)[^\n]*? Task uuid_migrate\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s: (.*)$",
-    re.MULTILINE,
-)
-
-Batch = tuple[str, float, float]  # table, start, end (epoch seconds)
-
-
-@dataclass
-class Result:
-    """One method: timed wall seconds, seconds per table, and what else was learnt."""
-
-    key: str
-    method: str
-    seconds: float = 0.0
-    tables: dict[str, float] = field(default_factory=dict)
-    finish_s: float | None = None
-    db_mb: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    safety: list[str] = field(default_factory=list)
-
 
 Method = Callable[[str, Plan, argparse.Namespace, Result], None]
 
 
 def log(message: str) -> None:
     print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
-
-
-def batch_notes(batches: list[Batch], workers: int) -> str:
-    """Count, median duration, and how busy the workers were between first start and last end."""
-    took = [end - start for _, start, end in batches]
-    span = max(e for _, _, e in batches) - min(s for _, s, _ in batches)
-    return (
-        f"{len(took)} batches, median {statistics.median(took) * 1000:.0f} ms; "
-        f"workers busy {sum(took) / (workers * span):.0%} of the {span:.1f} s batch phase"
-    )
-
-
-def spans(batches: list[Batch]) -> dict[str, float]:
-    """Per table, seconds from its first batch's start to its last batch's end."""
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for table, start, end in batches:
-        first[table] = min(first.get(table, start), start)
-        last[table] = max(last.get(table, end), end)
-    return {table: last[table] - first[table] for table in first}
 
 
 # ---------------------------------------------------------------- databases
@@ -150,242 +92,6 @@ def finish_and_check(url: str, plan: Plan, build_indexes: bool) -> tuple[float, 
     if report["overallStatus"] != "passed" or mappings != expected or wrong:
         raise SystemExit(f"bench: wrong result in {db.mask_url(url)}: {mappings=} {wrong=}")
     return elapsed, size / 2**20
-
-
-# ---------------------------------------------------------------- (a) and (b)
-
-
-def single_statements(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> None:
-    """Each stage as one statement over an unbounded range, in dependency order."""
-    with db.connection(url) as conn:
-        for stage in stages(plan):
-            started = time.perf_counter()
-            with conn.cursor() as cur:
-                cur.execute(batch_statement(plan, stage, "bench", KeyRange(None, None)))
-            conn.commit()
-            elapsed = time.perf_counter() - started
-            result.tables[stage.table] = result.tables.get(stage.table, 0.0) + elapsed
-    result.seconds = sum(result.tables.values())
-
-
-_conn: Any = None  # each pool process's own connection
-
-
-def _open_connection(url: str) -> None:
-    global _conn
-    _conn = db.connect(url)
-
-
-def _run_batch(job: tuple[Plan, Stage, KeyRange]) -> Batch:
-    plan, stage, key_range = job
-    started = time.time()
-    with _conn.cursor() as cur:
-        cur.execute(batch_statement(plan, stage, "bench", key_range))
-    _conn.commit()
-    return stage.table, started, time.time()
-
-
-def waves(plan: Plan) -> list[list[Stage]]:
-    """Stages grouped so that each group only depends on earlier groups."""
-    pending, done, result = stages(plan), set(), []
-    while pending:
-        ready = [s for s in pending if set(s.depends_on) <= done]
-        result.append(ready)
-        done |= {s.name for s in ready}
-        pending = [s for s in pending if s not in ready]
-    return result
-
-
-def ceiling(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> None:
-    """Walk every key; then each wave's batches on N processes, waves in dependency order."""
-    started = time.perf_counter()
-    with db.connection(url) as conn, conn.cursor() as cur:
-        ranges = {}
-        for s in stages(plan):
-            key = plan.table(s.table).key
-            ranges[s.name] = [
-                r for r, _ in walk_ranges(cur, plan.schema, s.table, key, args.batch_size)
-            ]
-    walk_s, batches = time.perf_counter() - started, []
-    with multiprocessing.get_context("fork").Pool(args.workers, _open_connection, (url,)) as pool:
-        for wave in waves(plan):
-            jobs = [(plan, stage, r) for stage in wave for r in ranges[stage.name]]
-            batches += pool.imap_unordered(_run_batch, jobs)
-    result.seconds, result.tables = time.perf_counter() - started, spans(batches)
-    order = " | ".join(" + ".join(s.name for s in wave) for wave in waves(plan))
-    result.notes.append(f"walking the keys {walk_s:.1f} s; waves {order}")
-    result.notes.append(batch_notes(batches, args.workers))
-
-
-# ---------------------------------------------------------------- (c) uuid-migrate run
-
-
-def watch_rss(proc: subprocess.Popen[bytes]) -> dict[str, float]:
-    """Peak RSS (MB) of the producer, its worker processes and their pool children, until exit."""
-    peaks = {"producer": 0.0, "worker main process": 0.0, "worker pool child": 0.0}
-    root = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            for p in [root, *root.children(recursive=True)]:
-                role = "producer" if p.pid == proc.pid else "worker main process"
-                role = role if p.pid == proc.pid or p.ppid() == proc.pid else "worker pool child"
-                peaks[role] = max(peaks[role], p.memory_info().rss / 2**20)
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(POLL_S)
-    return peaks
-
-
-def run_tool(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> None:
-    """The CLI as a user runs it; TMPDIR is ours so that the workers' logs can be read after."""
-    command = [str(CLI), "run", "--plan", "clinic", "--workers", str(args.workers)]
-    command += ["--batch-size", str(args.batch_size), "--wait"]
-    with tempfile.TemporaryDirectory(prefix="uuid-migrate-bench-") as tmp:
-        env = dict(os.environ, DATABASE_URL=url, REDIS_URL=args.redis_url, TMPDIR=tmp)
-        env["UUID_MIGRATE_QUEUE"] = f"uuid_migrate.bench.{secrets.token_hex(4)}"
-        output = Path(tmp) / "producer.log"
-        launched, started = time.time(), time.perf_counter()
-        with output.open("wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-            peaks = watch_rss(proc)
-        result.seconds, ended = time.perf_counter() - started, time.time()
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: uuid-migrate failed:\n{output.read_text()[-3000:]}")
-        logs = "".join(p.read_text() for p in Path(tmp).glob("*/worker-*.log"))
-    with db.connection(url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT extract(epoch FROM finished_at)::float FROM uuid_migration.runs")
-        validating = cur.fetchone()[0]  # now() of the validation transaction: its start
-    explain_run(result, logs, args.workers, (launched, validating, ended))
-    pool = re.search(r"concurrency: (.+)", logs)
-    memory = ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items() if v)
-    result.notes.append(f"peak RSS: {memory} (worker pool: {pool.group(1) if pool else '?'})")
-
-
-def explain_run(result: Result, logs: str, workers: int, times: tuple[float, ...]) -> None:
-    """Per-table spans and the run's phases, from the workers' task log lines."""
-    launched, validating, ended = times
-    batches: list[Batch] = []
-    other: dict[str, float] = {}
-    for stamp, task, seconds, rest in TASK_LINE.findall(logs):
-        end = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        if task == "batch":
-            table = re.search(r"'table': '([^']+)'", rest)
-            batches.append((table.group(1) if table else "?", end - float(seconds), end))
-        else:
-            other[task] = other.get(task, 0.0) + float(seconds)
-    if not batches:
-        raise SystemExit("bench: no batch task lines in the worker logs; has their format changed?")
-    result.tables = spans(batches)
-    first, last = min(s for _, s, _ in batches), max(e for _, _, e in batches)
-    phases = {
-        "start-up and planning": first - launched,
-        "batches": last - first,
-        "index builds and hand-offs": validating - last,
-        "validation and shutdown": ended - validating,
-    }
-    result.notes.append("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
-    result.notes.append(batch_notes(batches, workers) + " (batch task time, worker logs)")
-    result.notes.append("other tasks: " + ", ".join(f"{k} {v:.1f} s" for k, v in other.items()))
-
-
-# ---------------------------------------------------------------- report
-
-REPORT = """# Benchmarks
-
-Command: `{command}`  \nDate: {date}; code: {code}  \nMachine: {machine}  \nServer: {server}
-
-Sizes: {sizes} ({total:,} rows), built set-based (`uuid_migrate.sample`) and vacuumed in
-{build:.0f} s; each method ran on its own `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY` copy
-and its result was checked (UUIDs, references, mappings). Batch size {batch:,} (the product
-default is 1,000); {workers} workers.
-
-## Results
-
-rows/s: all rows / wall seconds; per table: its rows / first batch start to last batch end ((a):
-its statement). (a) and (b) time the data change only (DDL before the clock; (b) includes walking
-the keys); the `uuid_id` unique indexes and validation are timed after, separately. (c) is end to
-end: start-up, planning, DDL, batches, index builds, validation, worker shutdown.
-
-{results}
-
-**(c) / (b) = {ratio:.2f}**; {ratio_finish:.2f} if the ceiling also pays for indexes and validation.
-
-{notes}
-
-## Validation and rollback
-
-On the same data, sizes as above (the run's own table snapshots, with their data checksums, are
-in (c)'s start-up and planning; its post-migration report in its validation phase):
-
-{safety}
-
-## Compared with /work/shared/PERFORMANCE.md
-
-users / dashboards rows/s, one statement: {then_a} there, {now_a} here; 2-process ceiling:
-{then_b} there, {now_b} here; ceiling over one statement {then_ratio} there, {now_ratio} here.
-There the statement was an UPDATE feeding an INSERT into `id_mappings`; here it also translates
-`user_id` and `clinic_id` through correlated subqueries and collects orphans.
-"""
-
-
-def render(args: argparse.Namespace, info: dict[str, Any], results: list[Result]) -> str:
-    counts, (a, b, c) = info.pop("counts"), results
-    total = sum(counts.values())
-
-    def rate(r: Result, table: str) -> float:
-        return counts[table] / r.tables[table]
-
-    def pair(users: float, dashboards: float) -> str:
-        return f"{users:,.0f} / {dashboards:,.0f}"
-
-    def gain(ceiling: tuple[float, float], single: tuple[float, float]) -> str:
-        return f"{ceiling[0] / single[0]:.1f}x / {ceiling[1] / single[1]:.1f}x"
-
-    header = ["method", "wall s", "rows/s", *TABLES, "+ indexes, validation s", "DB MB after"]
-    rows = [
-        [f"({r.key}) {r.method}", f"{r.seconds:.1f}", f"**{total / r.seconds:,.0f}**"]
-        + [f"{rate(r, t):,.0f}" for t in TABLES]
-        + ["-" if r.finish_s is None else f"{r.finish_s:.1f}", f"{r.db_mb:,.0f}"]
-        for r in results
-    ]
-    now = {r.key: (rate(r, "users"), rate(r, "dashboards")) for r in (a, b)}
-    return REPORT.format(
-        **info,
-        sizes=", ".join(f"{t} {counts[t]:,}" for t in TABLES),
-        total=total,
-        batch=args.batch_size,
-        workers=args.workers,
-        results="\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * 9, *rows]),
-        ratio=b.seconds / c.seconds,
-        ratio_finish=(b.seconds + (b.finish_s or 0)) / c.seconds,
-        notes="\n".join(f"- ({r.key}) {n}" for r in results for n in r.notes),
-        safety="\n".join(f"- {line}" for line in [info.pop("baseline"), *c.safety]),
-        then_a=pair(*EARLIER["a"]),
-        then_b=pair(*EARLIER["b"]),
-        now_a=pair(*now["a"]),
-        now_b=pair(*now["b"]),
-        then_ratio=gain(EARLIER["b"], EARLIER["a"]),
-        now_ratio=gain(now["b"], now["a"]),
-    )
-
-
-def environment(server: str) -> dict[str, str]:
-    """Machine, server settings and the code measured (with any uncommitted changes)."""
-    model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    machine = f"{os.cpu_count()} CPUs ({model.group(1) if model else 'unknown model'}), "
-    machine += f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, load average {load} at start"
-    shown = []
-    with db.connection(server) as conn, conn.cursor() as cur:
-        for name in ("server_version", "shared_buffers", "fsync", "synchronous_commit"):
-            cur.execute(sql.SQL("SHOW {}").format(sql.Identifier(name)))
-            shown.append(f"{name} = {cur.fetchone()[0]}")
-    git = ["git", "-C", str(Path(__file__).resolve().parent.parent)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    dirty = subprocess.run([*git, "status", "--porcelain", "-uno"], capture_output=True, text=True)
-    changed = ", ".join(line[3:] for line in dirty.stdout.splitlines())
-    code = f"commit {head.stdout.strip() or '?'}" + (f" + uncommitted {changed}" if changed else "")
-    return {"machine": machine, "server": "PostgreSQL " + ", ".join(shown), "code": code}
 
 
 # ---------------------------------------------------------------- main

@@ -1,11 +1,10 @@
-"""Pure logic: key ranges, dependency order, plan files, settings, progress arithmetic."""
+"""Pure logic: key ranges, dependency order, plan files, settings."""
 
 from __future__ import annotations
 
 import pytest
 
 from config.settings import DEFAULT_BATCH_SIZE, load_settings
-from producer.progress_view import Rate, eta_text
 from uuid_migrate import planfile
 from uuid_migrate.db import mask_secrets, mask_url
 from uuid_migrate.errors import ConfigError, PlanError
@@ -105,15 +104,6 @@ def test_settings_come_from_the_environment_with_defaults():
 def test_passwords_never_survive_masking():
     assert "s3cret" not in mask_url("postgresql://app:s3cret@db:5432/prod")
     assert "s3cret" not in mask_secrets("Error connecting to redis://:s3cret@cache:6379/0 now")
-
-
-def test_rate_and_eta_arithmetic():
-    rate = Rate()
-    rate.add(0.0, 0)
-    assert rate.add(10.0, 5000) == 500.0
-    assert eta_text(30_000, 500.0) == "0:01:00"
-    assert eta_text(0, 0.0) == "done"
-    assert eta_text(10, 0.0) == "--:--"
 
 
 def test_the_worker_config_flower_shows_hides_the_redis_password_and_keeps_our_backend():
