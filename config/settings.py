@@ -9,7 +9,7 @@ from typing import Any
 
 from uuid_migrate.errors import ConfigError
 
-#: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise (the seed's default).
+#: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise.
 DEFAULT_BATCH_SIZE = 1000
 #: Broker queue of our tasks, so the tool can share a broker with an application's own workers.
 DEFAULT_QUEUE = "uuid_migrate"
@@ -33,6 +33,27 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 60
 DEFAULT_MIN_SPLIT_ROWS = 10
 #: Seconds between reconciler passes while a run is active.
 DEFAULT_RECONCILE_INTERVAL_S = 30
+
+
+#: Each environment variable and the Settings field it sets: the one mapping both ways.
+ENVIRONMENT = {
+    "DATABASE_URL": "database_url",
+    "REDIS_URL": "redis_url",
+    "BROKER_URL": "broker_url",
+    "BATCH_SIZE": "batch_size",
+    "UUID_MIGRATE_QUEUE": "queue",
+    "LOCK_TIMEOUT_MS": "lock_timeout_ms",
+    "STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
+    "DISPATCH_PAGE": "dispatch_page",
+    "LOG_FORMAT": "log_format",
+    "FLOWER_BASIC_AUTH": "flower_basic_auth",
+    "BATCH_MAX_ATTEMPTS": "batch_max_attempts",
+    "RETRY_BACKOFF_MS": "retry_backoff_ms",
+    "RETRY_BACKOFF_MAX_MS": "retry_backoff_max_ms",
+    "HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
+    "MIN_SPLIT_ROWS": "min_split_rows",
+    "RECONCILE_INTERVAL_S": "reconcile_interval_s",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,13 @@ class Settings:
 
     def with_overrides(self, **values: Any) -> Settings:
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+    def to_environment(self) -> dict[str, str]:
+        """The settings as the variables `load_settings` reads, so that a process started with
+        them (a local worker) gets exactly these settings: `load_settings(s.to_environment())
+        == s`. Unset optional values are left out."""
+        env = {name: str(getattr(self, attr)) for name, attr in ENVIRONMENT.items()}
+        return {name: value for name, value in env.items() if value != "None"}
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -24,13 +24,15 @@ from typing import Any
 
 from psycopg2 import sql
 
-from devtools import bench_safety
+from devtools import bench_safety, sample
 from devtools.bench_methods import ceiling, run_tool, single_statements
 from devtools.bench_report import TABLES, Result, environment, render
-from uuid_migrate import catalog, db, ledger, planfile, sample
-from uuid_migrate.ddl import additive_steps, uuid_index
-from uuid_migrate.plan import Plan
-from uuid_migrate.validation import post_migration_report
+from uuid_migrate import db
+from uuid_migrate.ledger import tables
+from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.schema.steps import additive_steps, uuid_index
+from uuid_migrate.verification.validation import post_migration_report
 
 Method = Callable[[str, Plan, argparse.Namespace, Result], None]
 
@@ -63,13 +65,13 @@ def build_pristine(url: str, size: sample.SampleSize) -> Plan:
         sample.build(cur, size)
     with db.connection(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("VACUUM ANALYZE")
-        return catalog.resolve(cur, planfile.load("clinic"))
+        return catalog.resolve(cur, plan_file.load("clinic"))
 
 
 def prepare(url: str, plan: Plan) -> None:
     """What the producer does before any batch (ledger schema, additive DDL); untimed."""
     with db.connection(url) as conn, conn.cursor() as cur:
-        ledger.ensure_schema(cur)
+        tables.ensure_schema(cur)
         for step in additive_steps(plan):
             cur.execute(step.forward())
 

@@ -19,12 +19,13 @@ from typing import Any
 import psutil
 
 from devtools.bench_report import Batch, Result, batch_notes, explain_run, spans
-from uuid_migrate import db, ledger
-from uuid_migrate.batch_sql import batch_statement
-from uuid_migrate.keywalk import walk_ranges
-from uuid_migrate.plan import Plan
-from uuid_migrate.ranges import KeyRange
-from uuid_migrate.stages import Stage, stages
+from uuid_migrate import db
+from uuid_migrate.execution.statement import batch_statement
+from uuid_migrate.ledger import runs
+from uuid_migrate.plan.keywalk import walk_ranges
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.ranges import KeyRange
+from uuid_migrate.plan.stages import Stage, stages
 
 CLI = Path(sys.executable).with_name("uuid-migrate")
 POLL_S = 0.1  # between RSS samples of the producer and its workers
@@ -130,7 +131,7 @@ def run_tool(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> 
             raise SystemExit(f"bench: uuid-migrate failed:\n{output.read_text()[-3000:]}")
         logs = "".join(p.read_text() for p in Path(tmp).glob("*/worker-*.log"))
     with db.connection(url) as conn, conn.cursor() as cur:
-        run = ledger.latest_run(cur)
+        run = runs.latest_run(cur)
     if not run or run["finished_at"] is None:
         raise SystemExit("bench: uuid-migrate exited 0 but the ledger has no finished run")
     validating = run["finished_at"].timestamp()  # now() of the validation transaction: its start

@@ -99,7 +99,7 @@ REPORT = """# Benchmarks
 
 Command: `{command}`  \nDate: {date}; code: {code}  \nMachine: {machine}  \nServer: {server}
 
-Sizes: {sizes} ({total:,} rows), built set-based (`uuid_migrate.sample`) and vacuumed in
+Sizes: {sizes} ({total:,} rows), built set-based (`devtools.sample`) and vacuumed in
 {build:.0f} s; each method ran on its own `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY` copy
 and its result was checked (UUIDs, references, mappings). Batch size {batch:,} (the product
 default is 1,000); {workers} workers.

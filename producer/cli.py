@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.metadata
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import psycopg2
 import redis
@@ -18,14 +17,14 @@ from producer import (
     commands,
     demo,
     observe,
+    output,
     recovery,
-    report_view,
     rollback_command,
+    status_command,
     validate_command,
 )
 from uuid_migrate.db import mask_secrets
 from uuid_migrate.errors import ConfigError, MigrateError
-from uuid_migrate.ledger import SUCCEEDED
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SERVERS = ("flower", "metrics")
@@ -36,7 +35,9 @@ string-keyed table gains uuid_id, every reference gains <column>_uuid_id, and id
 records old -> new. Work is split into key-range batches run by Celery workers.
 
 Settings come from DATABASE_URL, REDIS_URL, BROKER_URL (default: REDIS_URL) and BATCH_SIZE;
-LOG_FORMAT=json for JSON logs, FLOWER_BASIC_AUTH=user:password for `flower`."""
+LOG_FORMAT=json for JSON logs, FLOWER_BASIC_AUTH=user:password for `flower` (README.md lists
+them all). The formats it prints (checkpoint, error record, validation report) are described
+in docs/checkpoint.md, docs/error-record.md and docs/validation-report.md."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("plan", help="print the migration plan (TOML) discovered from the catalog")
@@ -70,24 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "retry", help="re-send the failed and stale batches of the run; dependents follow"
     )
+    _run_option(p)
     p.add_argument("--table", help="only this table (or stage)")
     p.add_argument("--batch", type=_positive, help="only this batch number (needs --table)")
     p.add_argument("--workers", type=_positive, default=0, help="also start N local workers")
     p.add_argument("--wait", action="store_true", help="wait; exit 0 only if the run succeeds")
 
-    sub.add_parser("pause", help="workers finish their current batch and hold the rest")
-    sub.add_parser("resume", help="let paused workers go on")
+    _run_option(sub.add_parser("pause", help="workers finish their current batch and hold the rest"))
+    _run_option(sub.add_parser("resume", help="let paused workers go on"))
 
-    p = sub.add_parser("status", help="checkpoint per table of the latest run")
-    p.add_argument("--json", action="store_true", help="print JSON (the seed's checkpoint shape)")
+    p = sub.add_parser("status", help="checkpoint per table of a run (default: the latest)")
+    _run_option(p)
+    p.add_argument(
+        "--json", action="store_true", help="print JSON: a checkpoint per table (docs/status.md)"
+    )
+
+    p = sub.add_parser("runs", help="list the runs: state, tables, rows and times")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
         "validate",
         help="check the database (before, during, after a migration or after a rollback)",
-        description="Report in the seed's shape; exit 0 when every check passed, 1 when one "
-        "failed, 2 on a usage or connection error.",
+        description="Prints a validation report (docs/validation-report.md); exit 0 when every "
+        "check passed, 1 when one failed, 2 on a usage or connection error.",
     )
     _plan_options(p)
+    _run_option(p)
     p.add_argument("--output", metavar="PATH", help="also write the JSON report to PATH")
     p.add_argument("--json", action="store_true", help="print the JSON report, not a table")
 
@@ -100,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--plan", metavar="FILE", help="refuse unless the recorded run migrated these tables"
+    )
+    _run_option(
+        p, "refuse unless this run is among those not yet rolled back (they are undone together)"
     )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument(
@@ -136,6 +149,17 @@ def _serve_options(p: argparse.ArgumentParser, port: int) -> None:
     )
 
 
+def _run_option(p: argparse.ArgumentParser, help_text: str = "the run (default: the latest)") -> None:
+    p.add_argument("--run", metavar="RUN_ID", dest="run_id", help=help_text)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("uuid-migrate")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", metavar="FILE", help="a plan file (or the name of a shipped plan)")
     p.add_argument("--schema", default="public", help="schema to discover (default public)")
@@ -161,24 +185,30 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         settings = settings.with_overrides(batch_size=args.batch_size)
         result = commands.run(settings, args.plan, args.schema, args.workers, args.wait)
-        return _report_run(result)
+        return output.report_run(result)
     if args.command == "retry":
         if args.batch is not None and args.table is None:
             raise ConfigError("--batch needs --table: batch numbers are per table")
-        result = recovery.retry(settings, args.table, args.batch, args.workers, args.wait)
-        return _report_run(result)
+        result = recovery.retry(
+            settings, args.table, args.batch, args.workers, args.wait, run_id=args.run_id
+        )
+        return output.report_run(result)
     if args.command in ("pause", "resume"):
-        run_id = getattr(recovery, args.command)(settings)
+        run_id = getattr(recovery, args.command)(settings, args.run_id)
         print(f"run {run_id} {args.command}d")
         return EXIT_OK
     if args.command == "status":
-        return _print_status(commands.status(settings), args.json)
+        return output.print_status(status_command.status(settings, args.run_id), args.json)
+    if args.command == "runs":
+        return output.print_runs(status_command.list_runs(settings), args.json)
     if args.command == "validate":
-        report = validate_command.validate(settings, args.plan, args.schema)
-        return _print_report(report, args.json, args.output)
+        report = validate_command.validate(settings, args.plan, args.schema, args.run_id)
+        return output.print_report(report, args.json, args.output)
     if args.command == "rollback":
-        outcome = rollback_command.rollback(settings, args.yes, args.force, args.plan)
-        return _report_rollback(outcome)
+        outcome = rollback_command.rollback(
+            settings, args.yes, args.force, args.plan, run_id=args.run_id
+        )
+        return output.report_rollback(outcome)
     if args.command == "demo":
         return demo.demo(settings, args.rows, args.workers, args.keep)
     if args.command == "flower":
@@ -186,83 +216,6 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "metrics":
         return observe.serve_metrics(settings, args.address, args.port)
     raise ConfigError(f"unknown command {args.command}")
-
-
-def _report_run(result: commands.RunResult) -> int:
-    if result.status == "running":
-        print(
-            f"run {result.run_id} enqueued; start workers with `celery -A worker worker` "
-            "and follow it with `uuid-migrate status`"
-        )
-        return EXIT_OK
-    print(f"run {result.run_id} {result.status}" + (f": {result.message}" if result.message else ""))
-    if result.status != SUCCEEDED:
-        _print_failures(result)
-    return EXIT_OK if result.status == SUCCEEDED else EXIT_FAILED
-
-
-def _print_failures(result: commands.RunResult) -> None:
-    """Which batches failed and why (the seed's error shape, with the range), and the fix."""
-    if result.failures:
-        print(f"failed batches ({len(result.failures)} shown):")
-        for failure in result.failures:
-            print("  " + json.dumps(failure, default=str))
-    tables = sorted({f["table"] for f in result.failures})
-    print("fix the cause, then retry with: uuid-migrate retry --wait")
-    for table in tables:
-        print(f"  or only {table}: uuid-migrate retry --table {table} --wait")
-    print("details: uuid-migrate status")
-
-
-def _print_status(status: dict[str, Any], as_json: bool) -> int:
-    if as_json:
-        print(json.dumps(status, indent=2, default=str))
-        return EXIT_OK
-    if status["run"] is None:
-        print("no migration run recorded in this database")
-        return EXIT_OK
-    print(
-        f"run {status['run']}: {status['status']}"
-        + (f" ({status['message']})" if status["message"] else "")
-    )
-    for cp in status["tables"]:
-        print(
-            f"  {cp['stage']:<28} {cp['status']:<12} {cp['processedCount']:>12,}/{cp['totalCount']:<12,} "
-            f"last id {cp['lastProcessedId']!s:<36} errors {cp['errorCount']}"
-        )
-    report = status.get("validation")
-    if report:
-        print(
-            f"validation ({report['phase']}, {report['timestamp']}): {report['overallStatus']} "
-            f"({report['summary']['passed']}/"
-            f"{report['summary']['totalChecks']} checks passed)"
-        )
-    return EXIT_OK
-
-
-def _print_report(report: dict[str, Any], as_json: bool, output: str | None) -> int:
-    text = json.dumps(report, indent=2, default=str)
-    if output:
-        try:
-            with open(output, "w") as fh:
-                fh.write(text + "\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot write {output}: {exc.strerror}") from None
-    print(text if as_json else report_view.render(report), end="\n" if as_json else "")
-    return EXIT_OK if report["overallStatus"] == "passed" else EXIT_FAILED
-
-
-def _report_rollback(outcome: rollback_command.RollbackOutcome) -> int:
-    if outcome.status == rollback_command.ABORTED:
-        return EXIT_FAILED
-    if outcome.report is None:
-        return EXIT_OK
-    print(report_view.render(outcome.report), end="")
-    if outcome.report["overallStatus"] != "passed":
-        print("rollback verification FAILED: the tables above differ from their snapshot")
-        return EXIT_FAILED
-    print("rolled back; every touched table matches its snapshot from before the migration")
-    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,8 +10,11 @@ from typing import Any, TextIO
 from psycopg2 import sql
 
 from config.settings import Settings
-from producer import commands
-from uuid_migrate import db, ledger, sample
+from devtools import sample
+from producer import commands, status_command
+from uuid_migrate import db
+from uuid_migrate.ledger import error_records
+from uuid_migrate.ledger.states import RunStatus
 
 DEMO_PREFIX = "uuid_migrate_demo_"
 
@@ -42,7 +45,7 @@ def demo(
         demo_settings = replace(settings, database_url=url, queue=f"{settings.queue}.{name}")
         result = commands.run(demo_settings, plan_file="clinic", workers=workers, out=out)
         show_result(url, out)
-        return 0 if result.status == ledger.SUCCEEDED else 1
+        return 0 if result.status == RunStatus.SUCCEEDED else 1
     finally:
         if keep:
             out.write(f"kept database {name} ({db.mask_url(url)})\n")
@@ -61,9 +64,8 @@ def show_result(url: str, out: TextIO) -> None:
             out.write("  " + "  ".join(str(v) for v in row) + "\n")
         cur.execute("SELECT table_name, count(*) FROM id_mappings GROUP BY 1 ORDER BY 1")
         out.write("id_mappings: " + ", ".join(f"{t}={n:,}" for t, n in cur.fetchall()) + "\n")
-        cur.execute("SELECT count(*) FROM uuid_migration.errors")
-        out.write(f"recorded errors (orphaned references): {cur.fetchone()[0]}\n")
-    status = commands.status_for_url(url)
+        out.write(f"recorded errors (orphaned references): {error_records.count(cur)}\n")
+    status = status_command.status_for_url(url)
     _show_report(status.get("validation"), out)
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
+from config.settings import ENVIRONMENT, Settings
 
 #: How long workers get to finish their current batch when asked to stop.
 STOP_GRACE_S = 20
@@ -25,28 +25,13 @@ class LocalWorkers:
     def __init__(self, settings: Settings, count: int, log_dir: Path | None = None) -> None:
         self.settings = settings
         self.count = count
-        self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="uuid-migrate-workers-"))
+        self._log_dir = log_dir
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            {
-                "DATABASE_URL": self.settings.require_database(),
-                "REDIS_URL": self.settings.redis_url,
-                "BROKER_URL": self.settings.broker_url,
-                "UUID_MIGRATE_QUEUE": self.settings.queue,
-                "STATEMENT_TIMEOUT_MS": str(self.settings.statement_timeout_ms),
-                "DISPATCH_PAGE": str(self.settings.dispatch_page),
-                "LOG_FORMAT": self.settings.log_format,
-                "BATCH_MAX_ATTEMPTS": str(self.settings.batch_max_attempts),
-                "RETRY_BACKOFF_MS": str(self.settings.retry_backoff_ms),
-                "RETRY_BACKOFF_MAX_MS": str(self.settings.retry_backoff_max_ms),
-                "HEARTBEAT_TIMEOUT_S": str(self.settings.heartbeat_timeout_s),
-                "MIN_SPLIT_ROWS": str(self.settings.min_split_rows),
-                "RECONCILE_INTERVAL_S": str(self.settings.reconcile_interval_s),
-            }
-        )
+        """This environment with exactly the producer's settings (one conversion, both ways)."""
+        env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+        env.update(self.settings.to_environment())
         return env
 
     def command(self, index: int) -> list[str]:
@@ -71,6 +56,13 @@ class LocalWorkers:
             "--hostname",
             f"uuid-migrate-{index}-{os.getpid()}@%h",
         ]
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the workers log: the folder given, or a new temporary one, made on first use."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="uuid-migrate-workers-"))
+        return self._log_dir
 
     def start(self) -> LocalWorkers:
         for index in range(1, self.count + 1):

@@ -20,7 +20,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from uuid_migrate import db, metrics
+from uuid_migrate import db
+from uuid_migrate.progression import metrics
 
 log = logging.getLogger("uuid_migrate.metrics")
 

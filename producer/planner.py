@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg2.extras import Json
-
-from uuid_migrate import ledger, snapshot
-from uuid_migrate.ddl import Step, additive_steps, step_to_dict, target_conflicts
-from uuid_migrate.ddl_runner import run_ddl
 from uuid_migrate.errors import PlanError, RunStateError
-from uuid_migrate.keywalk import walk_ranges
-from uuid_migrate.plan import Plan, from_dict, to_dict
-from uuid_migrate.rollback import live_runs
-from uuid_migrate.stages import stages
+from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables
+from uuid_migrate.plan.keywalk import walk_ranges
+from uuid_migrate.plan.model import Plan, from_dict, to_dict
+from uuid_migrate.plan.stages import stages as plan_stages
+from uuid_migrate.schema.apply import apply_step
+from uuid_migrate.schema.steps import additive_steps, step_from_dict, target_conflicts
+from uuid_migrate.verification import snapshot
 
 #: Batches written to the ledger per commit while walking a key.
 LEDGER_CHUNK = 1000
@@ -33,9 +31,9 @@ def check_targets(cur: Any, plan: Plan) -> None:
 def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, bool]:
     """The active run to resume, or a new one for `plan`; returns (run id, plan, resumed)."""
     with conn.cursor() as cur:
-        ledger.ensure_schema(cur)
-        active = ledger.latest_run(cur)
-        if active and active["status"] in ledger.ACTIVE_RUN_STATES:
+        tables.ensure_schema(cur)
+        active = runs.latest_run(cur)
+        if runs.is_active(active):
             stored = from_dict(active["plan"])
             if plan is not None and to_dict(plan) != to_dict(stored):
                 raise RunStateError(
@@ -47,10 +45,10 @@ def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, 
         if plan is None:
             raise RunStateError("no run in progress and no plan given")
         check_targets(cur, plan)
-        run_id = ledger.new_run_id()
-        ledger.create_run(cur, run_id, to_dict(plan), batch_size)
-        for position, stage in enumerate(stages(plan)):
-            ledger.add_stage(cur, run_id, position, stage)
+        run_id = runs.new_run_id()
+        runs.create_run(cur, run_id, to_dict(plan), batch_size)
+        for position, stage in enumerate(plan_stages(plan)):
+            stages.add_stage(cur, run_id, position, stage)
     conn.commit()
     return run_id, plan, False
 
@@ -59,7 +57,7 @@ def take_snapshots(conn: Any, run_id: str, plan: Plan) -> None:
     """Before the first change: each table's snapshot, unless an earlier live run holds one
     (that one shows the tables before the migration began), each committed on its own."""
     with conn.cursor() as cur:
-        have = set(snapshot.stored(cur, [r["run_id"] for r in live_runs(cur)]))
+        have = set(snapshots.oldest(cur, [r["run_id"] for r in runs.live_runs(cur)]))
     conn.commit()
     for table in plan.tables:
         if table.name not in have:
@@ -69,34 +67,20 @@ def take_snapshots(conn: Any, run_id: str, plan: Plan) -> None:
 
 
 def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int) -> None:
-    """Every additive step, each in its own short transaction with its ledger record."""
+    """Every additive step not yet applied by the run, each in its own short transaction with
+    its record; steps are known by what they are, so a resumed run skips exactly those done."""
     with conn.cursor() as cur:
-        cur.execute("SELECT position FROM uuid_migration.ddl_steps WHERE run_id = %s", (run_id,))
-        done = {row[0] for row in cur.fetchall()}
+        done = {step_from_dict(data).identity() for data, _ in step_records.of_runs(cur, [run_id])}
     conn.commit()
-    for position, step in enumerate(additive_steps(plan)):
-        if position not in done:
-            _apply_step(conn, run_id, position, step, lock_timeout_ms)
-
-
-def _apply_step(conn: Any, run_id: str, position: int, step: Step, lock_timeout_ms: int) -> None:
-    def work(cur: Any) -> None:
-        _refuse_if_fenced(cur, run_id)
-        created = not step.exists(cur)
-        cur.execute(step.forward())
-        cur.execute(
-            "INSERT INTO uuid_migration.ddl_steps (run_id, position, step, created) "
-            "VALUES (%s, %s, %s, %s)",
-            (run_id, position, Json(step_to_dict(step)), created),
-        )
-
-    run_ddl(conn, work, lock_timeout_ms, step.describe())
+    for step in additive_steps(plan):
+        if step.identity() not in done and not apply_step(conn, run_id, step, lock_timeout_ms):
+            raise RunStateError(f"run {run_id} was stopped by a rollback; nothing more was changed")
 
 
 def plan_batches(conn: Any, run_id: str, plan: Plan, default_size: int) -> None:
     """Walk each stage's table key into ranges and write them, unless already planned."""
     with conn.cursor() as cur:
-        pending = [s for s in ledger.stages(cur, run_id) if not s["planned"]]
+        pending = [s for s in stages.stages(cur, run_id) if not s["planned"]]
     conn.commit()
     for stage in pending:
         _plan_stage(conn, run_id, plan, stage["stage"], stage["table"], default_size)
@@ -107,7 +91,7 @@ def _refuse_if_fenced(cur: Any, run_id: str) -> None:
 
     Under the same FOR KEY SHARE as a batch, so the rollback waits for this transaction.
     """
-    if ledger.run_is_fenced(cur, run_id):
+    if runs.run_is_fenced(cur, run_id):
         raise RunStateError(f"run {run_id} was stopped by a rollback; nothing more was changed")
 
 
@@ -116,22 +100,22 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, defa
     size = plan.batch_size_of(table, default)
     with conn.cursor() as cur:
         _refuse_if_fenced(cur, run_id)
-        ledger.reset_unplanned_stage(cur, run_id, stage)
+        batches.clear_stage(cur, run_id, stage)
         count, total, chunk = 0, 0, []
         for key_range, rows in walk_ranges(cur, plan.schema, table, spec.key, size):
             chunk.append((key_range, rows))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:
-                ledger.add_batches(cur, run_id, stage, count, chunk)
+                batches.add_batches(cur, run_id, stage, count, chunk)
                 conn.commit()  # no long transaction holding back vacuum while walking
                 count += len(chunk)
                 chunk = []
-        ledger.add_batches(cur, run_id, stage, count, chunk)
-        ledger.mark_stage_planned(cur, run_id, stage, count + len(chunk), total)
+        batches.add_batches(cur, run_id, stage, count, chunk)
+        stages.mark_planned(cur, run_id, stage, count + len(chunk), total)
     conn.commit()
 
 
 def mark_running(conn: Any, run_id: str) -> None:
     with conn.cursor() as cur:
-        ledger.set_run_status(cur, run_id, ledger.RUNNING, expect=(ledger.PLANNING,))
+        runs.start_running(cur, run_id)
     conn.commit()

@@ -11,12 +11,18 @@ from kombu.exceptions import KombuError
 
 from config.celery import make_app
 from config.settings import Settings
-from uuid_migrate import db, ledger, planfile
-from uuid_migrate import rollback as undoing
+from producer.status_command import pick_run
+from uuid_migrate import db
 from uuid_migrate.errors import ConnectionFailed, RunStateError
-from uuid_migrate.plan import Plan
-from uuid_migrate.progress import Progress, client
-from uuid_migrate.validation import rolled_back_report
+from uuid_migrate.ledger import reports, runs
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.plan import plan_file
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.progression.live import Progress
+from uuid_migrate.redis_store import client
+from uuid_migrate.schema import rollback as undoing
+from uuid_migrate.timestamps import iso
+from uuid_migrate.verification.validation import rolled_back_report
 from worker import dispatch
 
 NOTHING, ABORTED, ROLLED_BACK = "nothing", "aborted", "rolled_back"
@@ -43,23 +49,26 @@ def rollback(
     settings: Settings,
     yes: bool = False,
     force: bool = False,
-    plan_file: str | None = None,
+    plan_path: str | None = None,
     confirm: Callable[[str], bool] = ask,
     out: TextIO = sys.stdout,
+    run_id: str | None = None,
 ) -> RollbackOutcome:
+    """Undo the live runs (together they are the migration: later ones build on the earlier
+    ones' columns); with `run_id`, only if that run is one of them."""
     url = settings.require_database()
     with db.connection(url) as conn:
         _claim_producer_lock(conn, force)
         with conn.cursor() as cur:
+            named = pick_run(cur, run_id)
             undo = undoing.what_to_undo(cur)
-            latest = ledger.latest_run(cur)
         conn.commit()
-        if undo is None:
-            out.write(f"nothing to roll back: {_why_nothing(latest)}\n")
+        if undo is None or (named is not None and named["status"] == RunStatus.ROLLED_BACK):
+            out.write(f"nothing to roll back: {_why_nothing(named)}\n")
             return RollbackOutcome(NOTHING)
         _refuse_running(undo, force)
-        if plan_file:
-            _require_same_tables(planfile.load(plan_file), undo.plan)
+        if plan_path:
+            _require_same_tables(plan_file.load(plan_path), undo.plan)
         out.write(f"rollback of run(s) {', '.join(undo.run_ids)} will:\n")
         out.write("".join(f"  - {line}\n" for line in undo.describe()))
         if not yes and not confirm("Type 'yes' to roll back: "):
@@ -82,9 +91,10 @@ def _undo(conn: Any, settings: Settings, undo: undoing.Undo, out: TextIO) -> dic
         undoing.reverse_steps(conn, index_conn, undo, settings.lock_timeout_ms)
     _forget_redis(settings, undo.run_ids, out)
     with conn.cursor() as cur:
-        undoing.forget_progress(cur, undo.run_ids)
+        runs.forget_progress(cur, undo.run_ids)
         report = rolled_back_report(cur, undo.plan, undo.run_ids)
-        undoing.close_runs(cur, undo.run_ids, report)
+        reports.store(cur, undo.run_ids[-1], report["phase"], report)
+        runs.close_rolled_back(cur, undo.run_ids, verified=report["overallStatus"] == "passed")
     conn.commit()
     return report
 
@@ -92,7 +102,7 @@ def _undo(conn: Any, settings: Settings, undo: undoing.Undo, out: TextIO) -> dic
 def _why_nothing(latest: dict[str, Any] | None) -> str:
     if latest is None:
         return "no migration is recorded in this database"
-    return f"run {latest['run_id']} was rolled back at {ledger.iso(latest['finished_at'])}"
+    return f"run {latest['run_id']} was rolled back at {iso(latest['finished_at'])}"
 
 
 def _revoke_queued(settings: Settings, run_ids: list[str], out: TextIO) -> None:
@@ -106,7 +116,7 @@ def _revoke_queued(settings: Settings, run_ids: list[str], out: TextIO) -> None:
 
 def _claim_producer_lock(conn: Any, force: bool) -> None:
     with conn.cursor() as cur:
-        free = ledger.try_producer_lock(cur)
+        free = runs.try_producer_lock(cur)
     conn.commit()
     if not free and not force:
         raise RunStateError(

@@ -5,27 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from config.settings import Settings
-from uuid_migrate import catalog, db, ledger, planfile
-from uuid_migrate.plan import Plan, from_dict
-from uuid_migrate.report import PRE
-from uuid_migrate.validation import phase_of, validate_database
+from producer.status_command import pick_run
+from uuid_migrate import db
+from uuid_migrate.ledger import reports
+from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan.model import Plan, from_dict
+from uuid_migrate.verification.report import PRE
+from uuid_migrate.verification.validation import phase_of, validate_database
 
 
-def validate(settings: Settings, plan_file: str | None = None, schema: str = "public") -> dict:
-    """Validate the database as it is now; the report is stored when the ledger exists."""
+def validate(
+    settings: Settings,
+    plan_path: str | None = None,
+    schema: str = "public",
+    run_id: str | None = None,
+) -> dict:
+    """Validate the database as it is now, for the run (the latest one by default); the
+    report is stored when the ledger exists."""
     with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
-        run = ledger.latest_run(cur)
-        plan = plan_to_check(cur, run, plan_file, schema)
+        run = pick_run(cur, run_id)
+        plan = plan_to_check(cur, run, plan_path, schema)
         report = validate_database(cur, plan, run)
         if run is not None:
-            ledger.store_report(cur, run["run_id"], report["phase"], report)
+            reports.store(cur, run["run_id"], report["phase"], report)
     return report
 
 
-def plan_to_check(cur: Any, run: dict[str, Any] | None, plan_file: str | None, schema: str) -> Plan:
-    """The plan named, else the latest run's, else the one discovered from the catalog."""
-    if plan_file:
-        return catalog.complete(cur, planfile.load(plan_file))
+def plan_to_check(cur: Any, run: dict[str, Any] | None, plan_path: str | None, schema: str) -> Plan:
+    """The plan named, else the run's, else the one discovered from the catalog."""
+    if plan_path:
+        return catalog.complete(cur, plan_file.load(plan_path))
     if run is not None and phase_of(run) != PRE:
         return from_dict(run["plan"])
     return catalog.discover(cur, schema)

@@ -15,8 +15,9 @@ from kombu import Connection
 from psycopg2 import sql
 
 from config.settings import Settings, load_settings
+from devtools import sample
 from producer.local_workers import LocalWorkers
-from uuid_migrate import db, sample
+from uuid_migrate import db
 
 from .helpers import SIZE
 
@@ -98,7 +99,7 @@ def conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
 
 @pytest.fixture
 def clinic(conn):
-    """The test database holding the seed's clinic schema with SIZE rows."""
+    """The test database holding the migration guide's clinic schema with SIZE rows."""
     with conn.cursor() as cur:
         sample.build(cur, SIZE)
     return conn

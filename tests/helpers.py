@@ -9,8 +9,8 @@ from typing import Any
 
 from psycopg2 import sql
 
+from devtools import sample
 from producer import commands
-from uuid_migrate import sample
 
 CLINIC_TABLES = ("users", "clinics", "dashboards", "providers")
 SIZE = sample.SampleSize.for_users(1000)  # 1000 users, 100 clinics, 2000 dashboards, 300 providers

@@ -14,8 +14,10 @@ from typing import Any
 import psutil
 from psycopg2 import sql
 
-from config.settings import Settings
-from uuid_migrate import db, ledger, sample
+from config.settings import ENVIRONMENT, Settings
+from devtools import sample
+from uuid_migrate import db
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import assert_fully_migrated, assert_references_translated, rows, scalar
 
@@ -45,11 +47,8 @@ def quick(settings: Settings, **overrides: Any) -> Settings:
 
 def environment(settings: Settings) -> dict[str, str]:
     """The CLI's environment for these settings (what LocalWorkers gives its workers)."""
-    from producer.local_workers import LocalWorkers
-
-    env = LocalWorkers(settings, 0).environment()
-    env["BATCH_SIZE"] = str(settings.batch_size)
-    return env
+    env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
+    return {**env, **settings.to_environment()}
 
 
 def cli(settings: Settings, *args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess:
@@ -109,7 +108,7 @@ def run_status(conn: Any, run_id: str) -> str:
 def wait_for_end(conn: Any, run_id: str, timeout: float = DEADLINE_S) -> str:
     """Poll the ledger only (no reconciling here: the workers must recover on their own)."""
     return wait_until(
-        lambda: (s := run_status(conn, run_id)) in (ledger.SUCCEEDED, ledger.FAILED) and s,
+        lambda: (s := run_status(conn, run_id)) in (RunStatus.SUCCEEDED, RunStatus.FAILED) and s,
         timeout,
         f"run {run_id} to end",
     )
@@ -148,7 +147,7 @@ def pool_process_mid_batch(conn: Any, main_pids: list[int]) -> int | None:
 def assert_intact(conn: Any, before: dict[str, str], run_id: str) -> None:
     """After any recovery: the run succeeded, every row has exactly one UUID and one mapping,
     references agree, the original columns are unchanged, and validation passed."""
-    assert run_status(conn, run_id) == ledger.SUCCEEDED
+    assert run_status(conn, run_id) == RunStatus.SUCCEEDED
     for table in ORIGINAL_COLUMNS:
         assert_fully_migrated(conn, table)
     assert_references_translated(conn, "dashboards", "user_id", "users", "user_uuid_id")

@@ -7,8 +7,9 @@ import io
 import pytest
 
 from producer import commands
-from uuid_migrate import catalog, ledger, planfile
-from uuid_migrate.plan import Relation
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan.model import Relation
 
 from .helpers import assert_fully_migrated, assert_references_translated, scalar
 
@@ -80,13 +81,13 @@ def test_discovery_finds_string_keyed_tables_references_and_reference_only_child
         Relation("teams", "lead", "employees", "lead_uuid_id"),
         Relation("audit", "actor", "employees", "actor_uuid_id"),
     }
-    assert planfile.load_text(planfile.dumps(plan)) == plan
+    assert plan_file.load_text(plan_file.dumps(plan)) == plan
 
 
 def test_a_discovered_schema_with_self_reference_and_cycle_migrates(odd, settings):
     result = commands.run(settings, workers=2, out=io.StringIO())
 
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     assert_fully_migrated(odd, "Org Units", key="code")
     assert_fully_migrated(odd, "employees", key="badge")
     assert_fully_migrated(odd, "teams", key="slug")

@@ -10,9 +10,10 @@ from dataclasses import replace
 import pytest
 
 from config.settings import load_settings
+from devtools import sample
 from producer import commands
-from uuid_migrate import ledger, sample
 from uuid_migrate.errors import ConfigError
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import rows
 from .watch import (
@@ -75,7 +76,7 @@ def test_flower_shows_every_batch_with_its_table_and_final_state_and_never_the_p
 
         wait_for(workers_seen, "both workers in Flower's /api/workers")
         result = commands.run(secret_settings, plan_file="clinic", out=io.StringIO(), wait=True)
-        assert result.status == ledger.SUCCEEDED
+        assert result.status == RunStatus.SUCCEEDED
 
         planned = {
             (stage, no)

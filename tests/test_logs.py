@@ -11,9 +11,10 @@ import pytest
 
 from config.logs import FIELDS, configure_logging
 from config.settings import load_settings
+from devtools import sample
 from producer import commands
-from uuid_migrate import ledger, sample
 from uuid_migrate.errors import ConfigError
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import rows
 from .watch import secret_password, with_password
@@ -37,7 +38,7 @@ def test_json_worker_logs_have_one_line_per_batch_and_no_password(
 
     result = commands.run(secret, plan_file="clinic", out=io.StringIO(), wait=True)
 
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     logs = [path.read_text() for path in sorted(tmp_path.glob("worker-*.log"))]
     assert len(logs) == 2
     lines = [line for text in logs for line in text.splitlines() if line.strip()]

@@ -10,9 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
+from devtools import sample
 from producer import commands
-from uuid_migrate import ledger, sample
-from uuid_migrate.metrics import DURATION_BOUNDS, cumulative_buckets, eta_seconds
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.progression.metrics import DURATION_BOUNDS, cumulative_buckets, eta_seconds
 
 from .helpers import rows, scalar
 from .watch import (
@@ -65,7 +66,7 @@ def test_the_exporter_counts_the_rows_and_batches_of_a_real_run(conn, settings, 
     result = commands.run(
         replace(settings, database_url=url), plan_file="clinic", workers=2, out=io.StringIO()
     )
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     port = free_port()
     log = tmp_path / "metrics.log"
 

@@ -11,8 +11,9 @@ import sys
 
 import pytest
 
+from devtools import sample
 from producer import commands
-from uuid_migrate import ledger, sample
+from uuid_migrate.ledger.states import RunStatus
 
 from .foreign_app import WHOAMI, make_app
 from .helpers import scalar
@@ -54,7 +55,7 @@ def test_a_shared_broker_keeps_our_tasks_and_an_applications_tasks_apart(
     result = commands.run(settings, plan_file="clinic", out=io.StringIO(), wait=True)
     after = whoami.apply_async()
 
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     assert (
         scalar(conn, "SELECT count(*) FROM uuid_migration.batches WHERE status <> 'succeeded'") == 0
     )

@@ -10,7 +10,8 @@ import pytest
 
 from config.celery import make_app
 from producer import commands, planner
-from uuid_migrate import db, ledger
+from uuid_migrate import db
+from uuid_migrate.ledger.states import RunStatus
 from worker import dispatch
 
 from .helpers import rows, scalar
@@ -81,7 +82,7 @@ def test_the_same_batch_delivered_twice_at_once_is_done_by_one_and_left_alone_by
     assert scalar(conn, "SELECT count(*) FROM users WHERE uuid_id IS NOT NULL") == 50
 
     finished = commands.run(fast, wait=True, out=io.StringIO())  # the rest of the run
-    assert finished.status == ledger.SUCCEEDED and finished.run_id == run_id
+    assert finished.status == RunStatus.SUCCEEDED and finished.run_id == run_id
     assert_intact(conn, before, run_id)
 
 
@@ -107,7 +108,7 @@ def test_pause_holds_the_work_without_dropping_it_and_resume_finishes_the_run(
     assert scalar(conn, "SELECT count(*) FROM uuid_migration.batches WHERE status = 'pending'")
 
     assert cli(fast, "resume").returncode == 0
-    assert wait_for_end(conn, queued.run_id) == ledger.SUCCEEDED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
     assert_intact(conn, before, queued.run_id)
     resent = scalar(
         conn,

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from config.celery import make_app
-from producer import commands
-from uuid_migrate import ledger, transitions
+from producer import commands, status_command
+from uuid_migrate.ledger import transitions
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.progression.live import Progress
+from uuid_migrate.redis_store import client
 from worker import dispatch
 
 from .helpers import rows, scalar
@@ -24,6 +29,13 @@ from .recovery_support import (
 )
 
 pytestmark = pytest.mark.e2e
+
+
+def _worker_logs(stdout: str) -> Path:
+    """The folder `--workers N` named for its workers' logs."""
+    found = re.search(r"their logs: (\S+)", stdout)
+    assert found, stdout
+    return Path(found.group(1))
 
 
 def _bad_row_trigger(conn, table: str, condition: str) -> None:
@@ -48,7 +60,7 @@ def test_a_batch_failing_every_time_holds_its_dependents_then_retry_completes_ev
 
     assert first.returncode == 1, first.stderr
     run_id = scalar(conn, "SELECT run_id FROM uuid_migration.runs")
-    assert run_status(conn, run_id) == ledger.FAILED
+    assert run_status(conn, run_id) == RunStatus.FAILED
     stages = dict(rows(conn, "SELECT stage, status FROM uuid_migration.stages"))
     assert stages["users"] == "failed" and stages["clinics"] == "succeeded"
     assert stages["dashboards"] == "pending"  # held: it needs users' UUIDs
@@ -62,12 +74,24 @@ def test_a_batch_failing_every_time_holds_its_dependents_then_retry_completes_ev
     assert summary[0]["table"] == "users" and summary[0]["batch"] == failed[0][0]
     assert set(summary[0]) >= {"table", "id", "error", "timestamp", "range"}
     assert "uuid-migrate retry" in first.stdout
+    logs = _worker_logs(first.stdout)
+    assert f"worker logs kept in {logs}" in first.stdout
+    assert sorted(p.name for p in logs.glob("worker-*.log")) == ["worker-1.log", "worker-2.log"]
+    # Redis says what the ledger says: the failed stage, its error record, the held stage.
+    live = Progress(client(fast.redis_url), run_id)
+    users = live.checkpoint("users")
+    assert users["status"] == "failed" and users["errorCount"] == 1
+    assert "refused by a trigger" in users["errors"][0]["error"]
+    assert live.checkpoint("clinics")["status"] == "completed"
+    assert live.checkpoint("dashboards")["status"] == "pending"
 
     with conn.cursor() as cur:
         cur.execute("DROP TRIGGER refuse ON users")
     again = cli(fast, "retry", "--table", "users", "--workers", "2", "--wait")
 
     assert again.returncode == 0, (again.stdout, again.stderr)
+    assert not _worker_logs(again.stdout).exists()  # a run that succeeded leaves no folder
+    assert all(live.checkpoint(s)["status"] == "completed" for s in ("users", "dashboards"))
     assert_intact(conn, before, run_id)
     assert scalar(conn, "SELECT count(*) FROM uuid_migration.runs") == 1  # the same run
     status = json.loads(cli(fast, "status", "--json").stdout)
@@ -90,7 +114,7 @@ def test_a_statement_timeout_splits_the_batch_and_the_halves_complete(
     queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
     start_workers(2, **fast.__dict__)
 
-    assert wait_for_end(conn, queued.run_id) == ledger.SUCCEEDED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
     assert_intact(conn, before, queued.run_id)
     splits = rows(
         conn,
@@ -106,7 +130,7 @@ def test_a_statement_timeout_splits_the_batch_and_the_halves_complete(
     )
     assert [h[0] for h in halves] == [s[0] for s in splits]
     assert all(count == 2 and ok for _, count, _, ok in halves)
-    status = commands.status(fast)
+    status = status_command.status(fast)
     clinics = next(t for t in status["tables"] if t["table"] == "clinics")
     assert clinics["processedCount"] == clinics["totalCount"] == 60
     assert clinics["batches"]["split"] == len(splits)
@@ -138,7 +162,7 @@ def test_a_duplicate_uuid_on_the_unique_index_is_retried_with_fresh_uuids(
         )
     start_workers(2, **fast.__dict__)
 
-    assert wait_for_end(conn, queued.run_id) == ledger.SUCCEEDED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
     with conn.cursor() as cur:
         cur.execute("DELETE FROM id_mappings WHERE table_name = 'legacy'")
     assert_intact(conn, before, queued.run_id)
@@ -162,7 +186,7 @@ def test_the_circuit_breaker_stops_a_broken_run_and_the_retry_task_finishes_it(
     queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
     start_workers(2, **fast.__dict__)
 
-    assert wait_for_end(conn, queued.run_id) == ledger.FAILED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.FAILED
     message = scalar(conn, "SELECT message FROM uuid_migration.runs")
     assert "circuit breaker" in message
     counts = dict(
@@ -179,7 +203,7 @@ def test_the_circuit_breaker_stops_a_broken_run_and_the_retry_task_finishes_it(
     # What Flower's API does: send the task by name.
     make_app(fast).send_task(dispatch.RETRY_TASK, kwargs={}, queue=fast.queue)
 
-    assert wait_until(lambda: run_status(conn, queued.run_id) == ledger.SUCCEEDED)
+    assert wait_until(lambda: run_status(conn, queued.run_id) == RunStatus.SUCCEEDED)
     assert_intact(conn, before, queued.run_id)
     with conn.cursor() as cur:
         history = transitions.history(cur, queued.run_id, "dashboards", 0)

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from producer import commands
-from uuid_migrate import ledger, transitions
+from uuid_migrate.ledger import transitions
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import rows, scalar
 from .recovery_support import (
@@ -51,7 +52,7 @@ def test_sigkill_of_a_worker_mid_transaction_three_times_and_the_run_completes(
         killed.append(pid)
         wait_until(lambda p=pid: not pid_alive(p), 30, "the pool process to die")
 
-    assert wait_for_end(conn, queued.run_id) == ledger.SUCCEEDED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
     assert len(set(killed)) == 3
     assert extra_attempts(conn, queued.run_id) >= 3  # each killed batch was claimed again
     assert_intact(conn, before, queued.run_id)
@@ -79,7 +80,7 @@ def test_a_whole_worker_node_killed_is_recovered_by_its_missing_heartbeat(
     node.processes[0].wait(timeout=30)
 
     start_workers(1, **fast.__dict__)
-    assert wait_for_end(conn, queued.run_id) == ledger.SUCCEEDED
+    assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
 
     assert_intact(conn, before, queued.run_id)
     with conn.cursor() as cur:

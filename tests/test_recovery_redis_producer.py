@@ -18,8 +18,8 @@ import redis
 
 from devtools import services
 from producer import commands
-from uuid_migrate import ledger
-from uuid_migrate.progress import Progress
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.progression.live import Progress
 
 from .helpers import rows, scalar
 from .recovery_support import (
@@ -123,7 +123,7 @@ def test_a_producer_killed_before_enqueueing_resumes_with_run_again(
     start_workers(2, **fast.__dict__)
     again = commands.run(fast, plan_file="clinic", wait=True, out=io.StringIO())
 
-    assert (again.run_id, again.resumed, again.status) == (run_id, True, ledger.SUCCEEDED)
+    assert (again.run_id, again.resumed, again.status) == (run_id, True, RunStatus.SUCCEEDED)
     assert_intact(conn, before, run_id)
     assert scalar(conn, "SELECT count(*) FROM uuid_migration.runs") == 1
     assert scalar(conn, "SELECT max(attempts) FROM uuid_migration.batches") == 1  # none redone

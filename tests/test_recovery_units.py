@@ -7,10 +7,10 @@ import psycopg2.errors
 import pytest
 
 from config.settings import load_settings
-from uuid_migrate import retries
-from uuid_migrate.control import breaker_trips
+from uuid_migrate import retrying
 from uuid_migrate.errors import ConfigError, ConnectionFailed
-from uuid_migrate.retries import RetryPolicy, classify, compute_backoff
+from uuid_migrate.recovery.breaker import breaker_trips
+from uuid_migrate.retrying import RetryPolicy, classify, compute_backoff
 
 
 def test_backoff_doubles_from_the_base_and_stops_at_the_cap():
@@ -37,7 +37,7 @@ def test_backoff_of_no_attempt_or_no_base_is_nothing_and_huge_attempts_do_not_ov
     [psycopg2.errors.QueryCanceled(), psycopg2.errors.LockNotAvailable()],
 )
 def test_statement_and_lock_timeouts_split_the_batch(error):
-    assert classify(error) == retries.SPLIT
+    assert classify(error) == retrying.SPLIT
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_statement_and_lock_timeouts_split_the_batch(error):
     ],
 )
 def test_lost_connections_and_conflicts_are_transient(error):
-    assert classify(error) == retries.TRANSIENT
+    assert classify(error) == retrying.TRANSIENT
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_lost_connections_and_conflicts_are_transient(error):
     ],
 )
 def test_anything_else_fails_the_batch_at_once(error):
-    assert classify(error) == retries.PERMANENT
+    assert classify(error) == retrying.PERMANENT
 
 
 def test_the_breaker_needs_fifty_finished_batches_and_more_than_half_failed():
@@ -90,13 +90,16 @@ def test_recovery_settings_come_from_the_environment_with_defaults():
         load_settings({"HEARTBEAT_TIMEOUT_S": "soon"})
 
 
-def test_an_error_line_carries_its_sqlstate_when_postgres_gave_one():
-    assert retries.one_line(ValueError("bad\nmore")) == "bad"
-    assert retries.one_line(RuntimeError()) == "RuntimeError"
+def test_an_error_line_carries_its_sqlstate_when_postgres_gave_one(conn):
+    with pytest.raises(psycopg2.errors.DivisionByZero) as raised, conn.cursor() as cur:
+        cur.execute("SELECT 1 / 0")
+    assert retrying.one_line(raised.value) == "division by zero [22012]"
+    assert retrying.one_line(ValueError("bad\nmore")) == "bad"
+    assert retrying.one_line(RuntimeError()) == "RuntimeError"
 
 
 def test_a_collision_on_a_shortened_uuid_index_name_is_retried_with_fresh_uuids():
-    from uuid_migrate.ddl import index_name
+    from uuid_migrate.schema.steps import index_name
 
     name = index_name("t" * 60, "uuid_id")
     assert not name.endswith("_uuid_id_key")  # shortened with a hash: the suffix is gone
@@ -105,5 +108,5 @@ def test_a_collision_on_a_shortened_uuid_index_name_is_retried_with_fresh_uuids(
         class diag:  # the shape of psycopg2's Diagnostics
             constraint_name = name
 
-    assert classify(Collision(), name) == retries.DUPLICATE_UUID
-    assert classify(Collision()) == retries.PERMANENT
+    assert classify(Collision(), name) == retrying.DUPLICATE_UUID
+    assert classify(Collision()) == retrying.PERMANENT

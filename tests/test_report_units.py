@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from producer.report_view import render
-from uuid_migrate.ddl import AddColumn, CreateMappingTable, additive_steps, index_steps
-from uuid_migrate.ddl_runner import MAX_BACKOFF_S, lock_backoff_s
-from uuid_migrate.plan import ExtraColumn, Plan, Relation, Table
-from uuid_migrate.report import FAILED, PASSED, WARNING, build_report, info, notice, verdict
-from uuid_migrate.snapshot import _part_differences
+from uuid_migrate.plan.model import ExtraColumn, Plan, Relation, Table
+from uuid_migrate.retrying import compute_backoff
+from uuid_migrate.schema.apply import DDL_BACKOFF_MAX_MS, DDL_BACKOFF_MS
+from uuid_migrate.schema.steps import AddColumn, CreateMappingTable, additive_steps, index_steps
+from uuid_migrate.verification.report import (
+    FAILED,
+    PASSED,
+    WARNING,
+    build_report,
+    info,
+    notice,
+    verdict,
+)
+from uuid_migrate.verification.snapshot import _part_differences
 
 
 def test_a_report_passes_with_warnings_and_fails_on_any_failed_check():
@@ -70,10 +79,15 @@ def test_steps_go_parents_first_so_their_reverse_drops_children_first():
         ("dashboards", "user_uuid_id"),
         ("audit", "actor_uuid_id"),
     ]
-    positions = [p for p, _ in index_steps(plan)]
-    assert positions == [len(steps), len(steps) + 1]
+    indexes = index_steps(plan)
+    assert [(i.table, i.column) for i in indexes] == [("dashboards", "uuid_id"), ("users", "uuid_id")]
+    identities = [s.identity() for s in steps + indexes]
+    assert len(set(identities)) == len(identities)  # each step known by what it is
 
 
-def test_ddl_lock_backoff_doubles_and_is_capped():
-    assert [lock_backoff_s(a) for a in range(4)] == [0.5, 1.0, 2.0, 4.0]
-    assert lock_backoff_s(10) == MAX_BACKOFF_S
+def test_ddl_lock_backoff_is_the_one_backoff_doubling_from_half_a_second_and_capped():
+    def ceiling(attempt: int) -> float:
+        return compute_backoff(attempt, DDL_BACKOFF_MS, DDL_BACKOFF_MAX_MS, rand=lambda: 1.0) / 1000
+
+    assert [ceiling(a) for a in range(1, 5)] == [0.5, 1.0, 2.0, 4.0]
+    assert ceiling(10) == DDL_BACKOFF_MAX_MS / 1000

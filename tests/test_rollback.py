@@ -14,7 +14,7 @@ import pytest
 
 from config.celery import make_app
 from producer import commands, rollback_command, validate_command
-from uuid_migrate import ledger
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import (
     CLINIC_TABLES,
@@ -55,7 +55,7 @@ def test_rollback_after_a_full_run_restores_everything_and_a_second_one_does_not
 ):
     before = database_dump(clinic, settings.database_url)
     first = run_clinic(settings)
-    assert first.status == ledger.SUCCEEDED
+    assert first.status == RunStatus.SUCCEEDED
     assert redis_conn.keys(f"uuid_migrate:{first.run_id}:*")
 
     outcome = rollback(settings)
@@ -71,7 +71,7 @@ def test_rollback_after_a_full_run_restores_everything_and_a_second_one_does_not
 
     rerun = run_clinic(settings)  # and the migration can start afresh
 
-    assert rerun.status == ledger.SUCCEEDED and rerun.run_id != first.run_id
+    assert rerun.status == RunStatus.SUCCEEDED and rerun.run_id != first.run_id
     for table in CLINIC_TABLES:
         assert_fully_migrated(clinic, table)
     assert validate_command.validate(settings)["overallStatus"] == "passed"
@@ -84,7 +84,7 @@ def test_rollback_after_a_partial_run_with_workers_stopped(clinic, settings):
         cur.execute(FAILING_TRIGGER)  # part of the original schema: it must survive
     before = database_dump(clinic, settings.database_url)
     result = run_clinic(settings)
-    assert result.status == ledger.FAILED
+    assert result.status == RunStatus.FAILED
     stages = dict(rows(clinic, "SELECT stage, status FROM uuid_migration.stages"))
     assert stages["users"] == "succeeded" and stages["dashboards"] == "failed"
 
@@ -125,7 +125,7 @@ def test_a_forced_rollback_revokes_a_live_run_and_no_batch_writes_after_it(
     wait_until(lambda: workers_idle(settings))
     assert database_dump(clinic, settings.database_url) == before
     assert scalar(clinic, "SELECT count(*) FROM uuid_migration.errors") == 0
-    assert scalar(clinic, "SELECT status FROM uuid_migration.runs") == ledger.ROLLED_BACK
+    assert scalar(clinic, "SELECT status FROM uuid_migration.runs") == RunStatus.ROLLED_BACK
     logs = "".join(p.read_text() for p in tmp_path.glob("worker-*.log"))
     assert "Discarding revoked task: uuid_migrate.batch" in logs, "queued batches were revoked"
 
@@ -166,7 +166,7 @@ def test_an_odd_schema_validates_and_rolls_back_exactly(conn, settings):
     before = database_dump(odd, settings.database_url)
     assert validate_command.validate(settings)["overallStatus"] == "passed"
     result = commands.run(settings, workers=2, out=io.StringIO())
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
 
     post = validate_command.validate(settings)
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from producer import commands
-from uuid_migrate import ledger
-from uuid_migrate.progress import Progress, client
+from producer import status_command, watching
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.progression.live import Progress
 
 from .helpers import (
     CLINIC_TABLES,
@@ -31,7 +31,7 @@ def test_full_run_gives_every_row_a_uuid_translates_references_and_records_orpha
 ):
     result = run_clinic(broker_settings)
 
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
     for table in CLINIC_TABLES:
         assert_fully_migrated(clinic, table)
     assert scalar(clinic, "SELECT count(DISTINCT new_id) FROM id_mappings") == scalar(
@@ -109,7 +109,7 @@ def test_a_second_run_changes_nothing(clinic, settings):
 
     second = run_clinic(settings)
 
-    assert second.status == ledger.SUCCEEDED and second.run_id != first.run_id
+    assert second.status == RunStatus.SUCCEEDED and second.run_id != first.run_id
     after = {t: table_checksum(clinic, t) for t in (*CLINIC_TABLES, "id_mappings")}
     assert after == before
     changed = scalar(
@@ -122,7 +122,7 @@ def test_rows_inserted_after_planning_are_migrated_even_outside_the_planned_boun
     clinic, settings, start_workers
 ):
     queued = run_clinic(settings, workers=0)  # planned and enqueued; no worker yet
-    assert queued.status == ledger.RUNNING
+    assert queued.status == RunStatus.RUNNING
     bounds = rows(
         clinic,
         "SELECT min(upper_bound), max(upper_bound) FROM uuid_migration.batches WHERE stage = 'users'",
@@ -135,11 +135,9 @@ def test_rows_inserted_after_planning_are_migrated_even_outside_the_planned_boun
     assert min(new_ids) < bounds[0] and max(new_ids) > bounds[1]
 
     start_workers(2)
-    final = commands.wait_for_run(
-        clinic, Progress(client(settings.redis_url), queued.run_id), queued.run_id, io.StringIO()
-    )
+    final = watching.wait_for_run(clinic, queued.run_id, io.StringIO(), queue=settings.queue)
 
-    assert final == ledger.SUCCEEDED
+    assert final == RunStatus.SUCCEEDED
     assert_fully_migrated(clinic, "users")
     assert_fully_migrated(clinic, "dashboards")
     assert scalar(
@@ -149,13 +147,13 @@ def test_rows_inserted_after_planning_are_migrated_even_outside_the_planned_boun
     )
 
 
-def test_status_reports_the_seed_checkpoint_per_table_and_redis_progress(
+def test_status_and_redis_report_the_same_checkpoint_per_table_as_the_ledger(
     clinic, settings, redis_conn
 ):
     result = run_clinic(settings)
 
-    status = commands.status(settings)
-    assert status["run"] == result.run_id and status["status"] == ledger.SUCCEEDED
+    status = status_command.status(settings)
+    assert status["run"] == result.run_id and status["status"] == RunStatus.SUCCEEDED
     by_table = {cp["table"]: cp for cp in status["tables"]}
     users = by_table["users"]
     assert set(users) >= {
@@ -180,11 +178,25 @@ def test_status_reports_the_seed_checkpoint_per_table_and_redis_progress(
     assert {e["table"] for e in providers["errors"]} == {"providers"}
     assert all(set(e) >= {"table", "id", "error", "timestamp"} for e in providers["errors"])
     assert status["validation"]["overallStatus"] == "passed"
-    json.dumps(status, default=str)
+    assert json.loads(json.dumps(status, default=str))["tables"][0]["table"] == "users"
 
     progress = Progress(redis_conn, result.run_id)
     counters = progress.stage("dashboards")
     assert counters["processed"] == counters["total"] == SIZE.dashboards
     checkpoint = progress.checkpoint("dashboards")
     assert checkpoint["table"] == "dashboards" and checkpoint["totalCount"] == SIZE.dashboards
+    # What Redis holds after the run is what the ledger says, table by table.
+    recorded = scalar(clinic, "SELECT count(*) FROM uuid_migration.errors WHERE table_name = 'providers'")
+    assert recorded == SIZE.orphans
+    for cp in status["tables"]:
+        cached = progress.checkpoint(cp["stage"])
+        assert cached["status"] == "completed", cp["stage"]
+        assert cached["processedCount"] == cp["processedCount"]
+        assert cached["errorCount"] == cp["errorCount"]
+    cached = progress.checkpoint("providers")
+    assert cached["errorCount"] == recorded
+    assert len(cached["errors"]) == min(recorded, 20)
+    assert {e["id"] for e in cached["errors"]} <= set(
+        r[0] for r in rows(clinic, "SELECT row_id FROM uuid_migration.errors WHERE table_name = 'providers'")
+    )
     progress.forget()

@@ -5,12 +5,19 @@ from __future__ import annotations
 import pytest
 
 from config.settings import DEFAULT_BATCH_SIZE, load_settings
-from uuid_migrate import planfile
 from uuid_migrate.db import mask_secrets, mask_url
 from uuid_migrate.errors import ConfigError, PlanError
-from uuid_migrate.plan import ExtraColumn, Plan, Relation, Table, reference_uuid_column, validate
-from uuid_migrate.ranges import KeyRange, ranges_from_bounds
-from uuid_migrate.stages import stages, table_order
+from uuid_migrate.plan import plan_file
+from uuid_migrate.plan.model import (
+    ExtraColumn,
+    Plan,
+    Relation,
+    Table,
+    reference_uuid_column,
+    validate,
+)
+from uuid_migrate.plan.ranges import KeyRange, ranges_from_bounds
+from uuid_migrate.plan.stages import stages, table_order
 
 
 def test_ranges_are_open_below_the_first_bound_and_above_the_last():
@@ -25,7 +32,7 @@ def test_a_table_with_fewer_rows_than_a_batch_is_one_unbounded_range():
     assert list(ranges_from_bounds([])) == [KeyRange(None, None)]
 
 
-def test_reference_columns_follow_the_seed_naming():
+def test_reference_columns_follow_the_migration_guides_naming():
     assert reference_uuid_column("user_id") == "user_uuid_id"
     assert reference_uuid_column("owner") == "owner_uuid_id"
     assert reference_uuid_column("Clinic_ID") == "Clinic_uuid_id"
@@ -75,8 +82,8 @@ def test_plan_files_round_trip_and_shipped_plans_load_by_name():
         (Table("users", "id", extra_columns=(ExtraColumn("auth_id"),), batch_size=500),),
         (),
     )
-    assert planfile.load_text(planfile.dumps(plan)) == plan
-    clinic = planfile.load("clinic")
+    assert plan_file.load_text(plan_file.dumps(plan)) == plan
+    clinic = plan_file.load("clinic")
     assert [t.name for t in clinic.tables] == ["users", "clinics", "dashboards", "providers"]
     assert any(not r.declared for r in clinic.relations)
 
@@ -87,7 +94,7 @@ def test_plans_that_cannot_work_are_refused_with_the_reason():
     with pytest.raises(PlanError, match="longer than 63 bytes"):
         validate(Plan("public", (Table("a", "id"),), (Relation("a", "x" * 60 + "_id", "a"),)))
     with pytest.raises(PlanError, match="not valid TOML"):
-        planfile.load_text("tables = [")
+        plan_file.load_text("tables = [")
 
 
 def test_settings_come_from_the_environment_with_defaults():
@@ -122,3 +129,33 @@ def test_settings_never_show_a_password_in_their_repr():
         {"DATABASE_URL": "postgresql://u:pw-db@h/d", "REDIS_URL": "redis://:pw-redis@h/0"}
     )
     assert "pw-" not in repr(settings) and settings.database_url.endswith("@h/d")
+
+
+def test_local_workers_get_exactly_the_producers_settings(tmp_path):
+    from producer.local_workers import LocalWorkers
+
+    every = {
+        "DATABASE_URL": "postgresql://u:p%40ss@db:5432/app",
+        "REDIS_URL": "redis://r:6380/2",
+        "BROKER_URL": "amqp://guest:guest@mq:5672//",
+        "BATCH_SIZE": "777",
+        "UUID_MIGRATE_QUEUE": "q1",
+        "LOCK_TIMEOUT_MS": "1234",
+        "STATEMENT_TIMEOUT_MS": "4321",
+        "DISPATCH_PAGE": "17",
+        "LOG_FORMAT": "json",
+        "FLOWER_BASIC_AUTH": "a:b",
+        "BATCH_MAX_ATTEMPTS": "3",
+        "RETRY_BACKOFF_MS": "10",
+        "RETRY_BACKOFF_MAX_MS": "20",
+        "HEARTBEAT_TIMEOUT_S": "9",
+        "MIN_SPLIT_ROWS": "4",
+        "RECONCILE_INTERVAL_S": "5",
+    }
+    settings = load_settings(every)
+    assert settings.to_environment() == every
+    assert load_settings(settings.to_environment()) == settings
+    env = LocalWorkers(settings, 0, tmp_path).environment()
+    assert load_settings(env) == settings
+    defaults = load_settings({"DATABASE_URL": "postgresql://h/db"})
+    assert load_settings(LocalWorkers(defaults, 0, tmp_path).environment()) == defaults

@@ -11,8 +11,10 @@ import json
 
 import pytest
 
-from producer import commands, validate_command
-from uuid_migrate import db, ledger, runner
+from producer import commands, status_command, validate_command
+from uuid_migrate import db
+from uuid_migrate.execution import batch_run
+from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import SIZE, rows, run_clinic, scalar
 from .test_cli_and_batches import uuid_migrate
@@ -86,10 +88,10 @@ def test_the_post_report_passes_after_a_run_and_is_what_status_shows(clinic, set
     users = report["tables"]["users"]
     assert users["total"] == users["migrated"] == SIZE.users and users["failed"] == 0
     assert isinstance(users["duration"], int) and users["duration"] >= 0
-    stored = commands.status(settings)["validation"]  # the chord's own final report
+    stored = status_command.status(settings)["validation"]  # the chord's own final report
     assert stored["overallStatus"] == "passed" and stored["phase"] == "post"
     assert {c["name"] for c in stored["checks"]} == {c["name"] for c in report["checks"]}
-    assert result.status == ledger.SUCCEEDED
+    assert result.status == RunStatus.SUCCEEDED
 
 
 def test_each_post_check_fails_on_exactly_what_it_breaks_and_names_the_id(clinic, settings):
@@ -156,9 +158,9 @@ def test_each_post_check_fails_on_exactly_what_it_breaks_and_names_the_id(clinic
 def test_during_a_run_the_report_is_in_progress_and_fails_only_on_failures(clinic, settings):
     queued = commands.run(settings, plan_file="clinic", out=io.StringIO())  # no workers
     work = db.connect(settings.database_url)
-    ctx = runner.Context(connect=lambda: work, reset=lambda: None, worker="test")
+    ctx = batch_run.Context(connect=lambda: work, reset=lambda: None, worker="test")
     for batch_no in range(3):
-        runner.run_batch(ctx, queued.run_id, "users", batch_no)
+        batch_run.run_batch(ctx, queued.run_id, "users", batch_no)
     work.close()
 
     report = validate_command.validate(settings)

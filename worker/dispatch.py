@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from celery import Celery, chord
 
-from uuid_migrate.advance import Next
-from uuid_migrate.flow import Page
-from uuid_migrate.stages import table_of
+from uuid_migrate.plan.stages import table_of
+from uuid_migrate.progression.work import Next, Page
 
 BATCH_TASK = "uuid_migrate.batch"
 PAGE_DONE_TASK = "uuid_migrate.page_done"

@@ -11,8 +11,10 @@ from celery import Celery
 from kombu.exceptions import KombuError
 
 from config.settings import Settings
-from uuid_migrate import db, ledger, reconcile, requeue
-from uuid_migrate.progress import PREFIX
+from uuid_migrate import db
+from uuid_migrate.ledger import runs
+from uuid_migrate.recovery import reconcile, requeue
+from uuid_migrate.redis_store import reconciler_key
 from worker import dispatch
 
 
@@ -84,7 +86,7 @@ def schedule(app: Celery, settings: Settings, redis_conn: Any, run_id: str) -> b
     frees it for the next caller; a second chain finds it taken and ends.
     """
     interval = settings.reconcile_interval_s
-    key = f"{PREFIX}:{run_id}:reconciler"
+    key = reconciler_key(run_id)
     with contextlib.suppress(redis.RedisError):
         if not redis_conn.set(key, "1", nx=True, ex=max(interval - 1, 1)):
             return False
@@ -97,6 +99,6 @@ def schedule(app: Celery, settings: Settings, redis_conn: Any, run_id: str) -> b
 
 def active(conn: Any, run_id: str) -> bool:
     with conn.cursor() as cur:
-        run = ledger.get_run(cur, run_id)
+        run = runs.get_run(cur, run_id)
     conn.commit()
-    return bool(run and run["status"] in ledger.ACTIVE_RUN_STATES)
+    return runs.is_active(run)

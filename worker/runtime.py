@@ -14,7 +14,7 @@ import redis
 
 from config.settings import Settings
 from uuid_migrate import db
-from uuid_migrate.progress import client
+from uuid_migrate.redis_store import client
 
 _state: dict[str, Any] = {}
 

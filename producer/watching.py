@@ -1,0 +1,115 @@
+"""`run --wait`: the live view of a run until it ends, read from the ledger every half second.
+
+Survives lost connections (a restarted server, killed sessions) and runs the reconciler now
+and then, so a waiting producer also heals what was lost.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import psycopg2
+
+from producer.progress_view import ProgressView, RunProgress, StageProgress
+from uuid_migrate.errors import ConnectionFailed
+from uuid_migrate.ledger import figures, runs, stages
+from uuid_migrate.ledger.states import ENDED_RUN_STATES, StageStatus
+
+#: Seconds between looks at the ledger while waiting for a run.
+POLL_S = 0.5
+_LOST = (psycopg2.OperationalError, psycopg2.InterfaceError, ConnectionFailed)
+
+
+def read_progress(cur: Any, run_id: str, queue: str) -> RunProgress:
+    """What the view shows, from the ledger alone (so it sees every machine's workers)."""
+    run = runs.get_run(cur, run_id)
+    activity = figures.stage_activity(cur, run_id)
+    rows = []
+    waiting = False
+    for row in stages.stages(cur, run_id):
+        seen = activity.get(row["stage"], {})
+        waiting = waiting or (row["status"] == StageStatus.RUNNING and seen.get("waiting", 0) > 0)
+        rows.append(
+            StageProgress(
+                stage=row["stage"],
+                status=row["status"],
+                done=seen.get("done", 0),
+                total=int(row["total_rows"]),
+                active_s=seen.get("active_s", 0.0),
+                failed_batches=seen.get("failed", 0),
+                retrying_batches=seen.get("retrying", 0),
+            )
+        )
+    return RunProgress(
+        run_id=run_id,
+        status=run["status"],
+        elapsed_s=(datetime.now(UTC) - run["created_at"]).total_seconds(),
+        stages=tuple(rows),
+        queue=queue,
+        idle_s=figures.seconds_since_last_claim(cur, run_id),
+        work_waiting=waiting,
+    )
+
+
+def wait_for_run(
+    conn: Any,
+    run_id: str,
+    out: TextIO,
+    *,
+    queue: str,
+    reconcile: Callable[[Any], None] | None = None,
+    reconnect: Callable[[], Any] | None = None,
+    reconcile_every_s: float = 30.0,
+) -> str:
+    """Show progress until the run ends; returns its final status.
+
+    With `reconnect`, a lost PostgreSQL connection is replaced; with `reconcile`, the
+    reconciler runs every `reconcile_every_s`.
+    """
+    view = ProgressView(out)
+    first = conn
+    last_reconcile = time.monotonic()
+    while True:
+        try:
+            if reconcile and time.monotonic() - last_reconcile >= reconcile_every_s:
+                last_reconcile = time.monotonic()
+                _quietly(reconcile, conn)
+            with conn.cursor() as cur:
+                progress = read_progress(cur, run_id, queue)
+            conn.commit()
+        except _LOST:
+            if reconnect is None:
+                raise
+            time.sleep(POLL_S)
+            conn = _reconnect(conn, reconnect)
+            continue
+        final = progress.status in ENDED_RUN_STATES
+        view.show(progress, final=final)
+        if final:
+            if conn is not first:
+                conn.close()
+            return progress.status
+        time.sleep(POLL_S)
+
+
+def _reconnect(conn: Any, reconnect: Callable[[], Any]) -> Any:
+    if not conn.closed:
+        conn.close()  # the caller's own connection is closed too: it was lost anyway
+    try:
+        return reconnect()
+    except ConnectionFailed:
+        return conn  # still closed: the next look fails again and we try again
+
+
+def _quietly(reconcile: Callable[[Any], None], conn: Any) -> None:
+    """A reconciler pass that fails (Redis or the broker away) is simply tried next time."""
+    try:
+        reconcile(conn)
+    except _LOST:
+        raise
+    except Exception as exc:
+        print(f"reconciler: {type(exc).__name__}: {exc}", file=sys.stderr)

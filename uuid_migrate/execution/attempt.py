@@ -1,0 +1,120 @@
+"""One attempt of a batch: its data change and its ledger row commit together or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg2
+
+from uuid_migrate.execution.statement import batch_statement
+from uuid_migrate.ledger import batches, runs
+from uuid_migrate.ledger.batches import Batch
+from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
+from uuid_migrate.plan.model import Plan, from_dict
+from uuid_migrate.plan.stages import Stage, stages
+
+#: Plans parsed once per process and run, since every batch of a run shares one.
+_PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch did: succeeded, skipped (already done), failed, split (into halves run
+    after it), cancelled (the run is not active) or unknown (the ledger was unreachable)."""
+
+    run_id: str
+    stage: str
+    table: str
+    batch_no: int
+    status: str
+    key_range: str = ""
+    rows: int = 0
+    planned_rows: int = 0
+    mappings: int = 0
+    orphans: int = 0
+    attempt: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_of_run(cur: Any, run_id: str) -> tuple[Plan, dict[str, Stage]] | None:
+    if run_id not in _PLANS:
+        run = runs.get_run(cur, run_id)
+        if run is None:
+            return None
+        plan = from_dict(run["plan"])
+        _PLANS[run_id] = (plan, {s.name: s for s in stages(plan)})
+    return _PLANS[run_id]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A batch stamped `running` for this attempt, and the status it had before."""
+
+    batch: Batch
+    previous: str
+
+
+def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> Claim | None:
+    """Stamp the batch running (its own commit, so the attempt shows); None if already done.
+
+    A `split` batch is returned unclaimed (previous == split): its halves carry the work.
+    """
+    with conn.cursor() as cur:
+        found = batches.lock(cur, run_id, stage, batch_no)
+        if found is None or found.status == BatchStatus.SUCCEEDED:
+            conn.commit()
+            return None
+        if found.status == BatchStatus.SPLIT:
+            conn.commit()
+            return Claim(found, BatchStatus.SPLIT)
+        claimed = batches.start_attempt(cur, found, worker)
+    conn.commit()
+    return Claim(claimed, found.status)
+
+
+def attempt(
+    conn: Any, plan: Plan, stage: Stage, batch: Batch, statement_timeout_ms: int
+) -> tuple[int, int, int, int] | None:
+    """One try of the batch's transaction: (rows, mappings, orphans, planned), or None when
+    another delivery finished it first. Raises the database's error; the caller decides."""
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL statement_timeout = %s", (statement_timeout_ms,))
+        if runs.run_is_fenced(cur, batch.run_id):
+            conn.rollback()
+            return None
+        # Serialises two deliveries of the same batch: the second waits, then sees it done.
+        current = batches.lock(cur, *batch.ids())
+        if current is None or current.status in SETTLED_BATCH_STATES:
+            conn.rollback()
+            return None
+        planned = batches.planned_rows(cur, batch)
+        cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
+        rows, mappings, orphans = cur.fetchone()
+        batches.succeed(cur, batch, rows)
+    conn.commit()
+    return rows, mappings, orphans, planned
+
+
+def mark_retrying(conn: Any, batch: Batch, message: str) -> None:
+    """Back to pending with the error, so the ledger and transition log show every try."""
+    with conn.cursor() as cur:
+        batches.back_to_pending(cur, batch, message)
+    conn.commit()
+
+
+def mark_failed(conn: Any, batch: Batch, table: str, message: str) -> None:
+    """Failed for good (until `retry`), with its error record and the range."""
+    with conn.cursor() as cur:
+        batches.fail(cur, batch, table, message)
+    conn.commit()
+
+
+def rollback_quietly(conn: Any) -> None:
+    with contextlib.suppress(psycopg2.Error):
+        conn.rollback()

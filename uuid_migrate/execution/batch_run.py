@@ -1,0 +1,187 @@
+"""Running a batch to an end: retries with backoff, splits on timeouts, a heartbeat throughout.
+
+A task never raises for a batch's error (that would turn its chord's callback into a
+ChordError and nothing downstream would run): a batch that still fails after its attempts is
+marked `failed` and reported as such, and the stage's callback decides from the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg2
+
+from uuid_migrate import retrying
+from uuid_migrate.errors import ConnectionFailed
+from uuid_migrate.execution import attempt as batch
+from uuid_migrate.execution import split
+from uuid_migrate.execution.attempt import BatchOutcome
+from uuid_migrate.execution.heartbeat import Heartbeat
+from uuid_migrate.ledger import runs, tables
+from uuid_migrate.ledger.batches import Batch
+from uuid_migrate.ledger.states import ACTIVE_RUN_STATES, BatchStatus, RunStatus
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.stages import Stage
+from uuid_migrate.retrying import RetryPolicy
+from uuid_migrate.schema.steps import uuid_index
+
+_DB_ERRORS = (psycopg2.Error, ConnectionFailed)
+#: How often a held worker looks at the pause flag again.
+PAUSE_POLL_S = 1.0
+#: What `_ledger_write` returns when the ledger could not be reached at all.
+_FAILED = object()
+
+
+@dataclass
+class Context:
+    """What a worker lends a batch: a (re)connecting database, its name, policy, heartbeat."""
+
+    connect: Callable[[], Any]
+    reset: Callable[[], None]
+    worker: str
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(None, 1))
+    sleep: Callable[[float], None] = time.sleep
+
+
+def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list[BatchOutcome]:
+    """The batch and, if it is or becomes split, its halves; one outcome per ledger batch."""
+    try:
+        conn = ctx.connect()
+        with conn.cursor() as cur:
+            known = tables.ledger_exists(cur) and batch.plan_of_run(cur, run_id)
+        conn.commit()
+        status = wait_while_paused(conn, run_id, ctx.sleep) if known else None
+    except _DB_ERRORS as exc:
+        ctx.reset()
+        return [BatchOutcome(run_id, stage_name, "", batch_no, "unknown", error=retrying.one_line(exc))]
+    if not known:
+        return [BatchOutcome(run_id, stage_name, "", batch_no, "unknown", error="run not in ledger")]
+    plan, stage_map = known
+    stage = stage_map[stage_name]
+    if status != RunStatus.RUNNING:
+        return [BatchOutcome(run_id, stage_name, stage.table, batch_no, "cancelled")]
+    outcomes, todo = [], [batch_no]
+    while todo:
+        outcome, halves = _one_batch(ctx, plan, stage, run_id, todo.pop(0))
+        outcomes.append(outcome)
+        todo += halves
+    return outcomes
+
+
+def _one_batch(
+    ctx: Context, plan: Plan, stage: Stage, run_id: str, batch_no: int
+) -> tuple[BatchOutcome, list[int]]:
+    started = time.monotonic()
+    base = BatchOutcome(run_id, stage.name, stage.table, batch_no, "running")
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            conn = ctx.connect()
+            claimed = batch.claim(conn, run_id, stage.name, batch_no, ctx.worker)
+        except _DB_ERRORS as exc:
+            ctx.reset()
+            if tries >= ctx.policy.max_attempts:
+                return _end(base, started, "unknown", error=retrying.one_line(exc)), []
+            ctx.sleep(ctx.policy.delay_s(tries))
+            continue
+        if claimed is None:
+            return _end(base, started, "skipped"), []
+        if claimed.previous == BatchStatus.SPLIT:
+            return _end(base, started, BatchStatus.SPLIT), split.children(conn, claimed.batch)
+        job = claimed.batch
+        base = BatchOutcome(**{**base.as_dict(), "key_range": job.key_range.label()})
+        ended = job.attempts - 1  # this delivery found it running: every earlier one died
+        if claimed.previous == BatchStatus.RUNNING and retrying.attempts_exhausted(
+            ended, ctx.policy.max_attempts
+        ):
+            message = f"gave up: {ended} attempts ended without finishing"
+            _ledger_write(ctx, batch.mark_failed, job, stage.table, message)
+            return _end(base, started, BatchStatus.FAILED, attempt=job.attempts, error=message), []
+        with ctx.heartbeat.beating(run_id, stage.name, batch_no, ctx.worker):
+            done, error = _try_once(ctx, conn, plan, stage, job)
+            if done is not None:
+                return _end(base, started, attempt=job.attempts, **done), []
+            verdict = _after_error(ctx, plan, stage, job, error, tries)
+        if verdict is None:
+            ctx.sleep(ctx.policy.delay_s(tries))
+            continue
+        status, halves, message = verdict
+        return _end(base, started, status, attempt=job.attempts, error=message), halves
+
+
+def _try_once(
+    ctx: Context, conn: Any, plan: Plan, stage: Stage, job: Batch
+) -> tuple[dict[str, Any] | None, BaseException | None]:
+    try:
+        result = batch.attempt(conn, plan, stage, job, ctx.policy.statement_timeout_ms)
+    except _DB_ERRORS as exc:
+        batch.rollback_quietly(conn)
+        return None, exc
+    if result is None:
+        return {"status": "skipped"}, None
+    rows, mappings, orphans, planned = result
+    return {
+        "status": BatchStatus.SUCCEEDED,
+        "rows": rows,
+        "mappings": mappings,
+        "orphans": orphans,
+        "planned_rows": planned,
+    }, None
+
+
+def _after_error(
+    ctx: Context, plan: Plan, stage: Stage, job: Batch, error: Any, tries: int
+) -> tuple[str, list[int], str] | None:
+    """None to try again; else (status, halves to run, message) to end this batch with."""
+    kind = retrying.classify(error, uuid_index(plan, stage.table).name)
+    message = retrying.one_line(error)
+    if kind == retrying.TRANSIENT:
+        ctx.reset()  # a lost connection is replaced; a live one is merely reopened
+    if kind == retrying.SPLIT:
+        halves = _ledger_write(
+            ctx, split.split_batch, plan, stage, job, ctx.policy.min_split_rows, message
+        )
+        if halves and halves is not _FAILED:
+            return BatchStatus.SPLIT, halves, message
+    retriable = retrying.should_retry(kind, tries, ctx.policy.max_attempts)
+    if retriable and _ledger_write(ctx, batch.mark_retrying, job, message) is not _FAILED:
+        return None
+    final = f"{message} (attempt {tries} of {ctx.policy.max_attempts}, {kind})"
+    if _ledger_write(ctx, batch.mark_failed, job, stage.table, final) is _FAILED:
+        return "unknown", [], final  # left `running`: the heartbeat stops, the reconciler acts
+    return BatchStatus.FAILED, [], final
+
+
+def _ledger_write(ctx: Context, write: Callable[..., Any], *args: Any) -> Any:
+    """A small ledger write, retried over a reconnect; _FAILED if the ledger stays away."""
+    for tries in range(1, ctx.policy.max_attempts + 1):
+        try:
+            return write(ctx.connect(), *args)
+        except _DB_ERRORS:
+            ctx.reset()
+            ctx.sleep(ctx.policy.delay_s(tries))
+    return _FAILED
+
+
+def _end(base: BatchOutcome, started: float, status: str, **changes: Any) -> BatchOutcome:
+    elapsed = int((time.monotonic() - started) * 1000)
+    return BatchOutcome(**{**base.as_dict(), **changes, "status": status, "duration_ms": elapsed})
+
+
+def wait_while_paused(
+    conn: Any, run_id: str, sleep: Callable[[float], None] = time.sleep
+) -> str | None:
+    """Block while the run is paused, holding the unacknowledged message (with prefetch 1 no
+    worker reserves more); then return the run's status (None if unknown)."""
+    while True:
+        with conn.cursor() as cur:
+            status, paused = runs.run_state(cur, run_id)
+        conn.commit()
+        if not paused or status not in ACTIVE_RUN_STATES:
+            return status
+        sleep(PAUSE_POLL_S)

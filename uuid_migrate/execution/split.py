@@ -1,0 +1,55 @@
+"""Splitting a batch that timed out: a smaller batch size where it is needed, automatically.
+
+The range is cut at its median key, found by walking the key in index order (never by
+arithmetic on ids). The parent is marked `split` and the two halves become new batches with
+new numbers, in one transaction, so the ledger always shows the whole lineage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uuid_migrate.ledger import batches, runs
+from uuid_migrate.ledger.batches import Batch
+from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
+from uuid_migrate.plan import keywalk
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.stages import Stage
+
+
+def split_batch(
+    conn: Any, plan: Plan, stage: Stage, batch: Batch, min_rows: int, reason: str
+) -> list[int] | None:
+    """Cut the batch in two and return the halves' numbers; None when it is too small to cut.
+
+    Two deliveries of one batch may both time out: the parent's row lock makes the second
+    find it already split (it then gets the existing halves back).
+    """
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL statement_timeout = 0")  # counting must not time out in turn
+        current = batches.lock(cur, *batch.ids())
+        if current is None or runs.run_is_fenced(cur, batch.run_id):
+            conn.rollback()  # rolled back meanwhile: nothing left to split
+            return []
+        if current.status in SETTLED_BATCH_STATES:
+            halves = batches.halves_of(cur, batch) if current.status == BatchStatus.SPLIT else []
+            conn.commit()
+            return halves
+        key = plan.table(stage.table).key
+        where = (plan.schema, stage.table, key, batch.key_range)
+        rows = keywalk.rows_in(cur, *where)
+        median = keywalk.median(cur, *where, rows)
+        if rows <= min_rows or median is None or median == batch.upper:
+            conn.rollback()
+            return None
+        numbers = batches.split(cur, batch, median, rows, reason)
+    conn.commit()
+    return numbers
+
+
+def children(conn: Any, batch: Batch) -> list[int]:
+    """The halves a split batch was cut into."""
+    with conn.cursor() as cur:
+        found = batches.halves_of(cur, batch)
+    conn.commit()
+    return found

@@ -1,0 +1,116 @@
+"""The SQL of one batch: a single set-based statement over one key range.
+
+It assigns `uuid_id` where missing, translates each reference from the parent's `uuid_id`,
+writes the new mappings and records orphans, all in one statement so that it commits (with
+the ledger row) or not at all. Re-running it changes nothing: only rows without a UUID or with
+a translation that differs from the parent's are written, and mappings are unique per old id.
+"""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified
+from uuid_migrate.ledger import error_records
+from uuid_migrate.plan.keywalk import range_condition
+from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
+from uuid_migrate.plan.ranges import KeyRange
+from uuid_migrate.plan.stages import Stage
+
+_CHILD = sql.Identifier("c")
+
+
+def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
+    """The parent's UUID for the child's reference; NULL when the parent row is missing."""
+    parent = plan.table(rel.parent)
+    return sql.SQL("(SELECT p.{uuid} FROM {parent} AS p WHERE p.{key} = c.{col})").format(
+        uuid=sql.Identifier(UUID_COLUMN),
+        parent=qualified(plan.schema, rel.parent),
+        key=sql.Identifier(parent.key),
+        col=sql.Identifier(rel.column),
+    )
+
+
+def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
+    """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
+    ctes = [_update_cte(plan, stage, key_range)]
+    ctes.append(_mapping_cte(plan, stage) if stage.assigns_uuid else _empty_cte("mapped"))
+    ctes.append(_orphans_cte(plan, stage, run_id) if stage.relations else _empty_cte("orphans"))
+    return sql.SQL(
+        "WITH {} SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM mapped), "
+        "(SELECT count(*) FROM orphans)"
+    ).format(sql.SQL(", ").join(ctes))
+
+
+def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
+    table = plan.table(stage.table)
+    sets, needs_work, returning = (
+        [],
+        [],
+        [sql.SQL("c.{}::text AS old_id").format(sql.Identifier(table.key))],
+    )
+    if stage.assigns_uuid:
+        uuid = sql.Identifier(UUID_COLUMN)
+        sets.append(sql.SQL("{u} = coalesce(c.{u}, gen_random_uuid())").format(u=uuid))
+        needs_work.append(sql.SQL("c.{} IS NULL").format(uuid))
+        returning.append(sql.SQL("c.{} AS new_id").format(uuid))
+    for i, rel in enumerate(stage.relations):
+        target = sql.Identifier(rel.uuid_column)
+        lookup = parent_uuid(plan, rel)
+        sets.append(sql.SQL("{} = {}").format(target, lookup))
+        needs_work.append(sql.SQL("c.{} IS DISTINCT FROM {}").format(target, lookup))
+        column = sql.Identifier(rel.column)
+        returning.append(sql.SQL("c.{} AS {}").format(column, sql.Identifier(f"ref{i}_raw")))
+        returning.append(sql.SQL("c.{}::text AS {}").format(column, sql.Identifier(f"ref{i}")))
+        returning.append(sql.SQL("c.{} AS {}").format(target, sql.Identifier(f"ref{i}_uuid")))
+    return sql.SQL(
+        "upd AS (UPDATE {table} AS c SET {sets} WHERE {range} AND ({work}) RETURNING {ret})"
+    ).format(
+        table=qualified(plan.schema, stage.table),
+        sets=sql.SQL(", ").join(sets),
+        range=range_condition(_CHILD, table.key, key_range),
+        work=sql.SQL(" OR ").join(needs_work),
+        ret=sql.SQL(", ").join(returning),
+    )
+
+
+def _mapping_cte(plan: Plan, stage: Stage) -> sql.Composed:
+    return sql.SQL(
+        "mapped AS (INSERT INTO {mappings} (table_name, old_id, new_id) "
+        "SELECT {name}, old_id, new_id FROM upd "
+        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING 1)"
+    ).format(mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table))
+
+
+def _orphans_cte(plan: Plan, stage: Stage, run_id: str) -> sql.Composed:
+    selects = [_orphan_select(plan, stage, run_id, i, rel) for i, rel in enumerate(stage.relations)]
+    insert = error_records.orphan_insert(sql.SQL(" UNION ALL ").join(selects))
+    return sql.SQL("orphans AS ({})").format(insert)
+
+
+def _orphan_select(plan: Plan, stage: Stage, run_id: str, i: int, rel: Relation) -> sql.Composed:
+    """Rows whose reference names a parent row that does not exist (not merely one not yet done)."""
+    parent = plan.table(rel.parent)
+    ref = sql.Identifier(f"ref{i}")
+    message = f"orphaned reference: no {rel.parent} row with {parent.key} = "
+    return sql.SQL(
+        "SELECT {run}, {table}, u.old_id, {column}, {message} || quote_literal(u.{ref}), "
+        "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', u.{ref}) "
+        "FROM upd AS u WHERE u.{ref} IS NOT NULL AND u.{ref_uuid} IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = u.{raw})"
+    ).format(
+        run=sql.Literal(run_id),
+        table=sql.Literal(stage.table),
+        column=sql.Literal(rel.column),
+        message=sql.Literal(message),
+        parent_name=sql.Literal(rel.parent),
+        ref=ref,
+        ref_uuid=sql.Identifier(f"ref{i}_uuid"),
+        raw=sql.Identifier(f"ref{i}_raw"),
+        parent=qualified(plan.schema, rel.parent),
+        key=sql.Identifier(parent.key),
+    )
+
+
+def _empty_cte(name: str) -> sql.Composed:
+    return sql.SQL("{} AS (SELECT 1 WHERE false)").format(sql.Identifier(name))

@@ -1,0 +1,203 @@
+"""The migration described as data: tables, added columns, relations. Everything else derives from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from uuid_migrate.errors import PlanError
+
+#: The column every migrated table gains, as in the migration guide.
+UUID_COLUMN = "uuid_id"
+#: Name of the old-to-new id table, as in the migration guide.
+MAPPING_TABLE = "id_mappings"
+#: PostgreSQL truncates longer identifiers silently, which would make two names collide.
+MAX_IDENTIFIER_BYTES = 63
+
+
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A nullable column added beside the UUID (such as the `auth_id` placeholder on users)."""
+
+    name: str
+    type: str = "uuid"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table the plan touches; `migrate=False` tables only get translated references."""
+
+    name: str
+    key: str
+    key_type: str = "text"
+    migrate: bool = True
+    batch_size: int | None = None
+    extra_columns: tuple[ExtraColumn, ...] = ()
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A reference `table.column -> parent.key`, translated into `table.uuid_column`."""
+
+    table: str
+    column: str
+    parent: str
+    uuid_column: str = ""
+    declared: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.uuid_column:
+            object.__setattr__(self, "uuid_column", reference_uuid_column(self.column))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole migration: the schema, its tables in plan order, and their relations."""
+
+    schema: str = "public"
+    tables: tuple[Table, ...] = ()
+    relations: tuple[Relation, ...] = ()
+    batch_size: int | None = None
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise PlanError(f"table {name!r} is not in the plan")
+
+    def migrated(self) -> tuple[Table, ...]:
+        return tuple(t for t in self.tables if t.migrate)
+
+    def relations_of(self, table: str) -> tuple[Relation, ...]:
+        return tuple(r for r in self.relations if r.table == table)
+
+    def with_batch_size(self, batch_size: int | None) -> Plan:
+        return self if batch_size is None else replace(self, batch_size=batch_size)
+
+    def batch_size_of(self, table: str, default: int) -> int:
+        return self.table(table).batch_size or self.batch_size or default
+
+
+def reference_uuid_column(column: str) -> str:
+    """`user_id` -> `user_uuid_id`; a column without `_id` just gains the suffix."""
+    base = column[:-3] if column.lower().endswith("_id") and len(column) > 3 else column
+    return f"{base}_uuid_id"
+
+
+def validate(plan: Plan) -> Plan:
+    """Check the plan is self-consistent; returns it unchanged or raises PlanError."""
+    names = [t.name for t in plan.tables]
+    if not names:
+        raise PlanError("the plan has no tables: nothing to migrate")
+    if len(set(names)) != len(names):
+        raise PlanError("a table appears twice in the plan")
+    migrated = {t.name for t in plan.migrated()}
+    if not migrated:
+        raise PlanError("the plan migrates no table (every table has migrate = false)")
+    for rel in plan.relations:
+        if rel.table not in names:
+            raise PlanError(
+                f"relation {rel.table}.{rel.column}: table {rel.table!r} is not in the plan"
+            )
+        if rel.parent not in migrated:
+            raise PlanError(
+                f"relation {rel.table}.{rel.column}: parent {rel.parent!r} is not a migrated table"
+            )
+    _check_column_names(plan)
+    for table in plan.tables:
+        size = table.batch_size
+        if size is not None and size < 1:
+            raise PlanError(f"table {table.name!r}: batch_size must be at least 1")
+    return plan
+
+
+def _check_column_names(plan: Plan) -> None:
+    for table in plan.tables:
+        added = added_columns(plan, table.name)
+        seen: set[str] = set()
+        for name in added:
+            if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+                raise PlanError(
+                    f"column name {name!r} on {table.name!r} is longer than 63 bytes; "
+                    "set uuid_column for that relation in the plan file"
+                )
+            if name in seen:
+                raise PlanError(f"table {table.name!r} would gain column {name!r} twice")
+            seen.add(name)
+        if table.key in seen:
+            raise PlanError(f"table {table.name!r}: an added column is named like its key")
+
+
+def added_columns(plan: Plan, table: str) -> list[str]:
+    """Names of every column the migration adds to `table`, in the order they are added."""
+    spec = plan.table(table)
+    names = [UUID_COLUMN] if spec.migrate else []
+    names += [c.name for c in spec.extra_columns]
+    names += [r.uuid_column for r in plan.relations_of(table)]
+    return names
+
+
+def to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plain data: the TOML file format and what the ledger stores."""
+    out: dict[str, Any] = {"schema": plan.schema}
+    if plan.batch_size:
+        out["batch_size"] = plan.batch_size
+    out["tables"] = [_table_dict(t) for t in plan.tables]
+    out["relations"] = [_relation_dict(r) for r in plan.relations]
+    return out
+
+
+def _table_dict(table: Table) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": table.name, "key": table.key, "key_type": table.key_type}
+    if not table.migrate:
+        out["migrate"] = False
+    if table.batch_size:
+        out["batch_size"] = table.batch_size
+    if table.extra_columns:
+        out["extra_columns"] = [{"name": c.name, "type": c.type} for c in table.extra_columns]
+    return out
+
+
+def _relation_dict(rel: Relation) -> dict[str, Any]:
+    out: dict[str, Any] = {"table": rel.table, "column": rel.column, "parent": rel.parent}
+    out["uuid_column"] = rel.uuid_column
+    if not rel.declared:
+        out["declared"] = False
+    return out
+
+
+def from_dict(data: dict[str, Any]) -> Plan:
+    """Build a plan from plain data (a parsed TOML file or the ledger's copy)."""
+    try:
+        tables = tuple(_table_from(t) for t in data.get("tables", []))
+        relations = tuple(_relation_from(r) for r in data.get("relations", []))
+        batch_size = data.get("batch_size")
+        return Plan(str(data.get("schema", "public")), tables, relations, batch_size)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"plan is malformed: {exc}") from None
+
+
+def _table_from(data: dict[str, Any]) -> Table:
+    extras = tuple(
+        ExtraColumn(str(c["name"]), str(c.get("type", "uuid")))
+        for c in data.get("extra_columns", [])
+    )
+    size = data.get("batch_size")
+    return Table(
+        name=str(data["name"]),
+        key=str(data.get("key", "")),
+        key_type=str(data.get("key_type", "")),
+        migrate=bool(data.get("migrate", True)),
+        batch_size=int(size) if size is not None else None,
+        extra_columns=extras,
+    )
+
+
+def _relation_from(data: dict[str, Any]) -> Relation:
+    return Relation(
+        table=str(data["table"]),
+        column=str(data["column"]),
+        parent=str(data["parent"]),
+        uuid_column=str(data.get("uuid_column", "")),
+        declared=bool(data.get("declared", True)),
+    )

@@ -1,0 +1,37 @@
+"""What must be sent once the ledger's changes are committed: pages of batches, validation.
+
+Progression decides and commits; only then does its caller send these, so a message never
+points at state that was not committed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from uuid_migrate.ledger.batches import Batch
+
+
+@dataclass(frozen=True)
+class Page:
+    """Batches of one stage to send as one chord; its callback completes page `end`."""
+
+    run_id: str
+    stage: str
+    end: int
+    batches: tuple[Batch, ...]
+
+
+@dataclass
+class Next:
+    """Messages to send once the ledger changes are committed."""
+
+    pages: list[Page] = field(default_factory=list)
+    validate: bool = False
+    #: Re-sent batches: chords whose callback continues their stage (`continue_stage`).
+    retries: list[Page] = field(default_factory=list)
+
+    def merge(self, other: Next) -> Next:
+        self.pages += other.pages
+        self.retries += other.retries
+        self.validate = self.validate or other.validate
+        return self

@@ -1,0 +1,120 @@
+"""Applying and reversing schema steps on a live database without queueing behind it.
+
+Each change takes its lock with `lock_timeout`: if a long transaction holds the table, it
+gives up at once (so the application's queries never queue behind our waiting ALTER), backs
+off and tries again, and after a few tries says who is in the way. Every forward step goes
+through `apply_step`, which also records it, in the same transaction where there is one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from uuid_migrate import retrying
+from uuid_migrate.errors import LockBusy
+from uuid_migrate.ledger import runs, step_records
+from uuid_migrate.schema.steps import Step, UniqueIndex, step_to_dict
+
+#: Tries to take a DDL lock before giving up; each waits lock_timeout, then backs off.
+DDL_LOCK_ATTEMPTS = 5
+#: First and longest pause between two tries (full jitter between): time for the blocking
+#: transaction to finish.
+DDL_BACKOFF_MS = 500
+DDL_BACKOFF_MAX_MS = 8000
+#: Pause between two tries of an advisory lock held by an index build.
+ADVISORY_POLL_S = 0.2
+
+
+def run_ddl(
+    conn: Any,
+    work: Callable[[Any], None],
+    lock_timeout_ms: int,
+    target: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """`work(cursor)` in one transaction (or, on an autocommit connection, statement by
+    statement), tried again after a lock timeout, as the one retry decision says."""
+    for attempt in range(1, DDL_LOCK_ATTEMPTS + 1):
+        try:
+            with conn.cursor() as cur:
+                scope = "" if conn.autocommit else "LOCAL "
+                cur.execute(f"SET {scope}lock_timeout = %s", (lock_timeout_ms,))
+                work(cur)
+            if not conn.autocommit:
+                conn.commit()
+            return
+        except Exception as exc:
+            if not conn.autocommit:
+                conn.rollback()
+            if retrying.classify(exc) != retrying.SPLIT:
+                raise
+            if not retrying.should_retry(retrying.SPLIT, attempt, DDL_LOCK_ATTEMPTS):
+                break
+            sleep(retrying.compute_backoff(attempt, DDL_BACKOFF_MS, DDL_BACKOFF_MAX_MS) / 1000)
+    raise LockBusy(
+        f"could not lock {target} within {lock_timeout_ms} ms after {DDL_LOCK_ATTEMPTS} tries: "
+        "a long transaction holds it; run again when it has finished"
+    )
+
+
+def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool:
+    """Apply one forward step for the run and record it; False (nothing done) once a
+    rollback has fenced the run.
+
+    A concurrent step (the unique index) runs on an autocommit connection, under the
+    index's advisory lock, which a rollback takes too: either the build ends before the
+    rollback looks, or it sees the rollback's fence and builds nothing. It waits without a
+    lock timeout: its lock blocks neither reads nor writes, and what it waits for is old
+    snapshots to end, which retrying would only make it wait for again.
+    """
+    applied = False
+
+    def work(cur: Any) -> None:
+        nonlocal applied
+        if runs.run_is_fenced(cur, run_id):
+            return
+        created = _created_by_this_run(cur, step)
+        cur.execute(step.forward())
+        step_records.record(cur, run_id, step_to_dict(step), created)
+        applied = True
+
+    if not step.concurrent:
+        run_ddl(conn, work, lock_timeout_ms, step.describe())
+        return applied
+    with conn.cursor() as cur, advisory_lock(cur, step.lock_key()):
+        run_ddl(conn, work, 0, step.describe())
+    return applied
+
+
+def _created_by_this_run(cur: Any, step: Step) -> bool:
+    """Whether the step's object is ours to drop later; an invalid index left by a crashed
+    build is dropped first and built again."""
+    if isinstance(step, UniqueIndex) and step.validity(cur) is False:
+        cur.execute(step.reverse())
+        return True
+    return not step.exists(cur)
+
+
+def reverse_step(conn: Any, index_conn: Any, step: Step, lock_timeout_ms: int) -> None:
+    """Drop what the step created; a concurrent one on the autocommit connection."""
+    target = index_conn if step.concurrent else conn
+    run_ddl(target, lambda cur: cur.execute(step.reverse()), lock_timeout_ms, step.describe())
+
+
+@contextlib.contextmanager
+def advisory_lock(cur: Any, key: int) -> Iterator[None]:
+    """A session advisory lock, taken by polling: a blocked `pg_advisory_lock` keeps a
+    snapshot while it waits, which a CREATE INDEX CONCURRENTLY holding the lock would wait
+    for in turn."""
+    while True:
+        cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if cur.fetchone()[0]:
+            break
+        time.sleep(ADVISORY_POLL_S)
+    try:
+        yield
+    finally:
+        cur.execute("SELECT pg_advisory_unlock(%s)", (key,))

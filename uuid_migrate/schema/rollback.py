@@ -1,0 +1,116 @@
+"""Undoing a migration: every step it recorded, reversed, newest first.
+
+What to undo comes from the ledger's step records (each forward step knows its reverse, and
+whether it created its object, so nothing that was there before is dropped). A rollback first
+fences the runs (batches check the fence inside their transaction, so a queued or redelivered
+batch writes nothing afterwards), then drops indexes, columns children first, and id_mappings.
+The runs stay as `rolled_back`, with their reports and snapshots, as the audit trail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified
+from uuid_migrate.ledger import figures, runs, step_records
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, from_dict
+from uuid_migrate.schema.apply import advisory_lock, reverse_step
+from uuid_migrate.schema.steps import CreateMappingTable, Step, index_steps, step_from_dict
+
+#: Mapping rows deleted per transaction when id_mappings was there before the migration.
+DELETE_CHUNK = 10_000
+
+
+@dataclass(frozen=True)
+class Undo:
+    """What a rollback will do: the runs it ends, and the steps to reverse, in order."""
+
+    run_ids: list[str]
+    plan: Plan
+    steps: list[Step]
+    running_batches: int
+    mapping_table_kept: bool
+
+    def describe(self) -> list[str]:
+        lines = [f"drop {step.describe()}" for step in self.steps]
+        if self.mapping_table_kept:
+            lines.append(f"delete the migration's rows from {self.plan.schema}.{MAPPING_TABLE}")
+        return lines
+
+
+def what_to_undo(cur: Any) -> Undo | None:
+    """The live runs together, and the steps any of them created, newest first."""
+    live = runs.live_runs(cur)
+    if not live:
+        return None
+    run_ids = [r["run_id"] for r in live]
+    steps = created_steps(step_records.of_runs(cur, run_ids))
+    mapping_created = any(isinstance(s, CreateMappingTable) for s in steps)
+    plan = from_dict(live[-1]["plan"])
+    return Undo(run_ids, plan, steps, figures.running_batches(cur, run_ids), not mapping_created)
+
+
+def created_steps(records: list[tuple[dict[str, Any], bool]]) -> list[Step]:
+    """Each step known by what it is, kept if any record says a run created it, newest
+    (last applied) first."""
+    last_seen: dict[str, int] = {}
+    created: dict[str, Step] = {}
+    for order, (data, was_created) in enumerate(records):
+        step = step_from_dict(data)
+        last_seen[step.identity()] = order
+        if was_created:
+            created[step.identity()] = step
+    return [created[i] for i in sorted(created, key=last_seen.__getitem__, reverse=True)]
+
+
+def fence(conn: Any, run_ids: list[str]) -> None:
+    """Stop the runs: wait for batch transactions in flight, then no batch may write again."""
+    with conn.cursor() as cur:
+        runs.fence(cur, run_ids)
+    conn.commit()
+
+
+def wait_for_index_builds(index_conn: Any, plan: Plan) -> None:
+    """After the fence: an index build in flight ends (and records itself) before we look."""
+    with index_conn.cursor() as cur:
+        for index in index_steps(plan):
+            with advisory_lock(cur, index.lock_key()):
+                pass
+
+
+def reverse_steps(conn: Any, index_conn: Any, undo: Undo, lock_timeout_ms: int) -> None:
+    """Drop what the steps created; an index concurrently, on the autocommit connection."""
+    for step in undo.steps:
+        reverse_step(conn, index_conn, step, lock_timeout_ms)
+    if undo.mapping_table_kept:
+        delete_mappings(conn, undo)
+
+
+def delete_mappings(conn: Any, undo: Undo) -> int:
+    """The runs' rows of a pre-existing id_mappings, in short transactions."""
+    with conn.cursor() as cur:
+        present = CreateMappingTable(undo.plan.schema).exists(cur)
+        since = runs.first_run_started(cur, undo.run_ids)
+    conn.commit()
+    if not present:
+        return 0
+    mappings = qualified(undo.plan.schema, MAPPING_TABLE)
+    names = [t.name for t in undo.plan.migrated()]
+    removed = 0
+    while True:
+        with conn.cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM {m} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {m} "
+                    "WHERE table_name = ANY(%s) AND created_at >= %s LIMIT %s))"
+                ).format(m=mappings),
+                (names, since, DELETE_CHUNK),
+            )
+            count = cur.rowcount
+        conn.commit()
+        removed += count
+        if count < DELETE_CHUNK:
+            return removed

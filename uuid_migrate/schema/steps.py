@@ -1,0 +1,228 @@
+"""Schema changes as data: each step knows its forward SQL, its reverse, and whether it is done.
+
+The producer applies the additive steps before any batch, and each table's unique index
+after its backfill; rollback walks the recorded steps backwards. A step is known by what it
+is (`identity`), and its record says whether it created its object, so a reverse never drops
+something that was there before the migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified, regclass_text
+from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns
+from uuid_migrate.plan.stages import table_order
+
+
+@dataclass(frozen=True)
+class CreateMappingTable:
+    """`id_mappings(table_name, old_id, new_id, created_at)`, one row per old id."""
+
+    schema: str
+    kind: str = "create_mapping_table"
+    #: Applied in a transaction, with the producer's lock timeout.
+    concurrent = False
+
+    def identity(self) -> str:
+        return f"{self.kind}:{self.schema}"
+
+    def exists(self, cur: Any) -> bool:
+        cur.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (regclass_text(self.schema, MAPPING_TABLE),)
+        )
+        return bool(cur.fetchone()[0])
+
+    def forward(self) -> sql.Composed:
+        table = qualified(self.schema, MAPPING_TABLE)
+        return sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {t} (table_name text NOT NULL, old_id text NOT NULL, "
+            "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); "
+            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_table_name_old_id_key "
+            "ON {t} (table_name, old_id); "
+            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_new_id_key ON {t} (new_id)"
+        ).format(t=table)
+
+    def describe(self) -> str:
+        return f"table {self.schema}.{MAPPING_TABLE}"
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("DROP TABLE IF EXISTS {}").format(qualified(self.schema, MAPPING_TABLE))
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    """A nullable column without default: instant, no table rewrite."""
+
+    schema: str
+    table: str
+    column: str
+    type: str
+    kind: str = "add_column"
+    concurrent = False
+
+    def identity(self) -> str:
+        return f"{self.kind}:{self.schema}.{self.table}.{self.column}"
+
+    def existing_type(self, cur: Any) -> str | None:
+        cur.execute(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+            (regclass_text(self.schema, self.table), self.column),
+        )
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def exists(self, cur: Any) -> bool:
+        return self.existing_type(cur) is not None
+
+    def forward(self) -> sql.Composed:
+        return sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+            qualified(self.schema, self.table), sql.Identifier(self.column), sql.SQL(self.type)
+        )
+
+    def describe(self) -> str:
+        return f"column {self.table}.{self.column} ({self.type})"
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+            qualified(self.schema, self.table), sql.Identifier(self.column)
+        )
+
+
+@dataclass(frozen=True)
+class UniqueIndex:
+    """The unique index on `uuid_id`, built concurrently after the table's backfill."""
+
+    schema: str
+    table: str
+    column: str
+    name: str
+    kind: str = "unique_index"
+    #: CREATE INDEX CONCURRENTLY: outside a transaction, under an advisory lock (see `apply`).
+    concurrent = True
+
+    def identity(self) -> str:
+        return f"{self.kind}:{self.schema}.{self.name}"
+
+    def validity(self, cur: Any) -> bool | None:
+        """True if present and valid, False if left invalid by an interrupted build, None if absent."""
+        cur.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+            (self.schema, self.name),
+        )
+        row = cur.fetchone()
+        return None if row is None else bool(row[0])
+
+    def exists(self, cur: Any) -> bool:
+        return self.validity(cur) is not None
+
+    def forward(self) -> sql.Composed:
+        return sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(self.name),
+            qualified(self.schema, self.table),
+            sql.Identifier(self.column),
+        )
+
+    def describe(self) -> str:
+        return f"unique index {self.name} on {self.table}"
+
+    def lock_key(self) -> int:
+        """The advisory lock held while the index is built, or looked at by a rollback."""
+        return zlib.crc32(f"uuid_migrate:index:{self.schema}.{self.name}".encode())
+
+    def reverse(self) -> sql.Composed:
+        return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            qualified(self.schema, self.name)
+        )
+
+
+Step = CreateMappingTable | AddColumn | UniqueIndex
+_KINDS = {cls.kind: cls for cls in (CreateMappingTable, AddColumn, UniqueIndex)}
+
+
+def step_to_dict(step: Step) -> dict[str, Any]:
+    return asdict(step)
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    cls = _KINDS[data["kind"]]
+    return cls(**{k: v for k, v in data.items() if k != "kind"})
+
+
+def additive_steps(plan: Plan) -> list[Step]:
+    """Every step applied before the first batch, parents' tables first.
+
+    Rollback reverses the recorded steps by position, so it drops children's columns before
+    their parents' and `id_mappings` last.
+    """
+    extra_types = {(t.name, c.name): c.type for t in plan.tables for c in t.extra_columns}
+    steps: list[Step] = [CreateMappingTable(plan.schema)]
+    for table in _dependency_order(plan):
+        for column in added_columns(plan, table):
+            kind = extra_types.get((table, column), "uuid")
+            steps.append(AddColumn(plan.schema, table, column, kind))
+    return steps
+
+
+def index_steps(plan: Plan) -> list[UniqueIndex]:
+    """Each migrated table's unique index on `uuid_id`, built after its backfill."""
+    return [uuid_index(plan, t.name) for t in plan.migrated()]
+
+
+def _dependency_order(plan: Plan) -> list[str]:
+    migrated = table_order(plan)
+    return migrated + [t.name for t in plan.tables if t.name not in migrated]
+
+
+def target_conflicts(cur: Any, plan: Plan) -> list[str]:
+    """What stands in the way of the additive steps: columns of another type, a foreign id_mappings."""
+    conflicts = []
+    for step in additive_steps(plan):
+        if isinstance(step, AddColumn):
+            found = step.existing_type(cur)
+            if found is not None and not same_type(cur, found, step.type):
+                conflicts.append(
+                    f"column {step.table}.{step.column} already exists as {found}, not {step.type}"
+                )
+        elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
+            conflicts.append(
+                f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id, created_at) table"
+            )
+    return conflicts
+
+
+def same_type(cur: Any, found: str, wanted: str) -> bool:
+    cur.execute(
+        "SELECT format_type(to_regtype(%s), NULL) = format_type(to_regtype(%s), NULL)",
+        (found, wanted),
+    )
+    return bool(cur.fetchone()[0])
+
+
+def _mapping_table_fits(cur: Any, schema: str) -> bool:
+    cur.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND column_name IN ('table_name', 'old_id', 'new_id', 'created_at')",
+        (schema, MAPPING_TABLE),
+    )
+    return cur.fetchone()[0] == 4
+
+
+def uuid_index(plan: Plan, table: str) -> UniqueIndex:
+    return UniqueIndex(plan.schema, table, UUID_COLUMN, index_name(table, UUID_COLUMN))
+
+
+def index_name(table: str, column: str) -> str:
+    """`<table>_<column>_key`, shortened with a hash where PostgreSQL would truncate it."""
+    name = f"{table}_{column}_key"
+    if len(name.encode()) <= 63:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{name.encode()[:50].decode(errors='ignore')}_{digest}_key"

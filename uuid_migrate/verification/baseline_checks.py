@@ -1,0 +1,84 @@
+"""Baseline checks, before a migration: is the plan possible, and what is odd in the data.
+
+Orphaned references and suspicious ids are warnings: the migration handles them (an orphan
+keeps a NULL translation and an error record) but a person should know before it starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified
+from uuid_migrate.plan.catalog import STRING_TYPES, primary_keys
+from uuid_migrate.plan.model import Plan, Relation
+from uuid_migrate.schema.steps import target_conflicts
+from uuid_migrate.verification.check_sql import count_rows, offending, table_names
+from uuid_migrate.verification.report import FAILED, PASSED, CheckResult, info, notice
+
+
+def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
+    """Every baseline check of the plan, and the tables that exist to be looked at."""
+    keys = primary_keys(cur, plan.schema)
+    checks = [key_check(plan, t.name, keys) for t in plan.tables]
+    present = {c.table for c in checks if c.status == PASSED}
+    for table in plan.tables:
+        if table.name in present:
+            checks.append(info("row_count", table.name, count_rows(cur, plan, table.name)))
+    for table in plan.migrated():
+        if table.name in present:
+            checks.append(suspicious_ids(cur, plan, table.name))
+    for rel in plan.relations:
+        if {rel.table, rel.parent} <= present:
+            checks.append(orphaned_references(cur, plan, rel))
+    checks.append(targets_free(cur, plan))
+    return checks, present
+
+
+def key_check(plan: Plan, table: str, keys: dict[str, tuple[str, str, str]]) -> CheckResult:
+    """The table exists with a single-column key, a string one if the table is migrated."""
+    spec = plan.table(table)
+    wanted = "single-column string primary key" if spec.migrate else "single-column primary key"
+    if table not in keys:
+        return CheckResult("primary_key", table, FAILED, wanted, "missing table or key", [table])
+    column, declared, base = keys[table]
+    ok = (not spec.migrate or base in STRING_TYPES) and (not spec.key or spec.key == column)
+    return CheckResult("primary_key", table, PASSED if ok else FAILED, wanted, f"{column} {declared}")
+
+
+def suspicious_ids(cur: Any, plan: Plan, table: str) -> CheckResult:
+    """Empty ids, and ids equal to another but for case or surrounding whitespace."""
+    names = table_names(plan, table)
+    # A join with the (small) set of folded duplicates: `OR ... IN (subquery)` would make
+    # PostgreSQL re-run the subquery per row once its hash outgrows work_mem.
+    source = sql.SQL(
+        "{t} AS {c} LEFT JOIN (SELECT lower(btrim(x.{k}::text)) AS folded FROM {t} AS x "
+        "GROUP BY 1 HAVING count(*) > 1) AS d ON d.folded = lower(btrim({c}.{k}::text)) "
+        "WHERE {c}.{k}::text = '' OR d.folded IS NOT NULL"
+    ).format(**names)
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    return notice("suspicious_ids", table, found, sample)
+
+
+def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
+    """Child rows whose reference names no parent row (as providers -> clinics, which has no constraint)."""
+    names = table_names(plan, rel.table)
+    source = sql.SQL(
+        "{t} AS {c} WHERE {c}.{col} IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col})"
+    ).format(
+        col=sql.Identifier(rel.column),
+        parent=qualified(plan.schema, rel.parent),
+        pk=sql.Identifier(plan.table(rel.parent).key),
+        **names,
+    )
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    return notice("orphaned_references", f"{rel.table}.{rel.column}", found, sample)
+
+
+def targets_free(cur: Any, plan: Plan) -> CheckResult:
+    """No column the migration adds exists already with another type."""
+    conflicts = target_conflicts(cur, plan)
+    status = FAILED if conflicts else PASSED
+    return CheckResult("target_columns_free", "*", status, [], conflicts, conflicts[:10])

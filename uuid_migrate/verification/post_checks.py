@@ -1,0 +1,122 @@
+"""Post-migration checks: every row has its UUID, mappings agree, references are translated.
+
+The same checks serve a run still in progress: integrity checks (uniqueness, mappings that
+agree, translations that agree) hold at every moment, since a batch writes a row's UUID, its
+mapping and its translations in one statement; completeness checks apply to finished tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified
+from uuid_migrate.ledger import error_records, figures
+from uuid_migrate.plan.model import Plan, Relation
+from uuid_migrate.schema.steps import AddColumn, same_type, uuid_index
+from uuid_migrate.verification.check_sql import offending, table_names
+from uuid_migrate.verification.report import CheckResult, verdict
+
+
+def rows_without_uuid(cur: Any, plan: Plan, table: str) -> CheckResult:
+    names = table_names(plan, table)
+    source = sql.SQL("{t} AS {c} WHERE {c}.{u} IS NULL").format(**names)
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    return verdict("rows_without_uuid", table, 0, found, sample)
+
+
+def uuid_unique(cur: Any, plan: Plan, table: str) -> CheckResult:
+    """Rows sharing a `uuid_id` with another row (checked without trusting the index)."""
+    names = table_names(plan, table)
+    source = sql.SQL(
+        "{t} AS {c} WHERE {c}.{u} IN "
+        "(SELECT x.{u} FROM {t} AS x WHERE x.{u} IS NOT NULL GROUP BY 1 HAVING count(*) > 1)"
+    ).format(**names)
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    return verdict("uuid_unique", table, 0, found, sample)
+
+
+def mappings_agree(cur: Any, plan: Plan, table: str) -> CheckResult:
+    """Rows whose id_mappings row is missing or names another UUID (or none where one is set)."""
+    names = table_names(plan, table)
+    source = sql.SQL(
+        "{t} AS {c} LEFT JOIN {m} AS mp ON mp.table_name = %s AND mp.old_id = {c}.{k}::text "
+        "WHERE mp.new_id IS DISTINCT FROM {c}.{u}"
+    ).format(**names)
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names), (table,))
+    return verdict("id_mappings_agree", table, 0, found, sample)
+
+
+def mappings_one_per_row(cur: Any, plan: Plan, table: str, rows: int) -> CheckResult:
+    """Exactly as many mappings as rows; names mappings whose row no longer exists."""
+    names = table_names(plan, table)
+    cur.execute(sql.SQL("SELECT count(*) FROM {m} WHERE table_name = %s").format(**names), (table,))
+    mapped = int(cur.fetchone()[0])
+    source = sql.SQL(
+        "{m} AS mp WHERE mp.table_name = %s AND NOT EXISTS "
+        "(SELECT 1 FROM {t} AS {c} WHERE {c}.{k}::text = mp.old_id)"
+    ).format(**names)
+    _, sample = offending(cur, source, sql.SQL("mp.old_id"), (table,)) if mapped != rows else (0, [])
+    return verdict("id_mappings_one_per_row", table, rows, mapped, sample)
+
+
+def references_translated(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
+    """Every `<ref>_uuid_id` equals its parent's `uuid_id`; NULL exactly where no parent exists."""
+    names = table_names(plan, rel.table)
+    source = sql.SQL(
+        "{t} AS {c} LEFT JOIN {parent} AS p ON p.{pk} = {c}.{col} "
+        "WHERE {c}.{target} IS DISTINCT FROM p.{u}"
+    ).format(**_relation_names(plan, rel), **names)
+    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    return verdict("references_translated", f"{rel.table}.{rel.column}", 0, found, sample)
+
+
+def orphans_recorded(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
+    """Every orphaned reference has its error record."""
+    names = table_names(plan, rel.table)
+    source = sql.SQL(
+        "{t} AS {c} WHERE {c}.{col} IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col}) "
+        "AND NOT {recorded}"
+    ).format(
+        recorded=error_records.recorded_for(names["c"], names["k"]),
+        **_relation_names(plan, rel),
+        **names,
+    )
+    key = sql.SQL("{c}.{k}").format(**names)
+    found, sample = offending(cur, source, key, (rel.table, rel.column))
+    return verdict("orphans_recorded", f"{rel.table}.{rel.column}", 0, found, sample)
+
+
+def extra_columns_present(cur: Any, plan: Plan, table: str) -> list[CheckResult]:
+    checks = []
+    for extra in plan.table(table).extra_columns:
+        step = AddColumn(plan.schema, table, extra.name, extra.type)
+        found = step.existing_type(cur)
+        ok = found is not None and same_type(cur, found, extra.type)
+        actual = extra.type if ok else (found or "missing")
+        checks.append(verdict("extra_column", f"{table}.{extra.name}", extra.type, actual, [extra.name]))
+    return checks
+
+
+def uuid_index_valid(cur: Any, plan: Plan, table: str) -> CheckResult:
+    index = uuid_index(plan, table)
+    validity = index.validity(cur)
+    actual = {None: "missing", False: "invalid", True: "valid"}[validity]
+    return verdict("uuid_index_valid", table, "valid", actual, [index.name])
+
+
+def batches_finished(cur: Any, run_id: str, states: tuple[str, ...]) -> CheckResult:
+    """No batch of the run in one of `states`; names them as stage#batch (range)."""
+    found, sample = figures.batches_in(cur, run_id, states, 10)
+    return verdict("batches_finished", "*", 0, found, sample)
+
+
+def _relation_names(plan: Plan, rel: Relation) -> dict[str, sql.Composable]:
+    return {
+        "col": sql.Identifier(rel.column),
+        "target": sql.Identifier(rel.uuid_column),
+        "parent": qualified(plan.schema, rel.parent),
+        "pk": sql.Identifier(plan.table(rel.parent).key),
+    }

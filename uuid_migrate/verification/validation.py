@@ -1,0 +1,160 @@
+"""Validation reports for every phase a database can be in, from set-based checks.
+
+`pre`: nothing migrated yet (baseline). `in_progress`: a run is planning, running or rolling
+back. `post`: the latest run ended (succeeded or failed). `rolled_back`: the latest run was
+undone. The chord's last task and `uuid-migrate validate` build the same reports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg2 import sql
+
+from uuid_migrate.identifiers import qualified
+from uuid_migrate.ledger import figures, reports, runs, snapshots, stages
+from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
+from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
+from uuid_migrate.schema.steps import CreateMappingTable
+from uuid_migrate.verification import post_checks as post
+from uuid_migrate.verification import snapshot
+from uuid_migrate.verification.baseline_checks import baseline_checks
+from uuid_migrate.verification.check_sql import column_exists, count_rows
+from uuid_migrate.verification.report import (
+    IN_PROGRESS,
+    POST,
+    PRE,
+    ROLLED_BACK,
+    CheckResult,
+    build_report,
+    verdict,
+)
+
+_PHASE_OF_STATUS = {
+    RunStatus.SUCCEEDED: POST,
+    RunStatus.FAILED: POST,
+    RunStatus.ROLLED_BACK: ROLLED_BACK,
+}
+#: Batch states that fail the report: after a run, anything unfinished; during one, failures.
+_UNFINISHED = (BatchStatus.PENDING, BatchStatus.RUNNING, BatchStatus.FAILED)
+
+
+def phase_of(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return PRE
+    return _PHASE_OF_STATUS.get(run["status"], IN_PROGRESS)
+
+
+def baseline_report(cur: Any, plan: Plan) -> dict[str, Any]:
+    checks, present = baseline_checks(cur, plan)
+    tables = {t.name: _figures(cur, plan, t.name, None) for t in plan.migrated() if t.name in present}
+    return build_report(PRE, checks, tables)
+
+
+def post_migration_report(
+    cur: Any, plan: Plan, run_id: str | None, finished: set[str] | None = None
+) -> dict[str, Any]:
+    """Checks after a run; with `finished`, of a run in progress whose finished stages those are."""
+    checks: list[CheckResult] = []
+    done = {t.name for t in plan.tables} if finished is None else finished
+    for table in plan.migrated():
+        checks += _uuid_checks(cur, plan, table.name, complete=table.name in done)
+    for rel in plan.relations:
+        if rel.table in done and _references_done(plan, rel.table, done):
+            checks += [
+                post.references_translated(cur, plan, rel),
+                post.orphans_recorded(cur, plan, rel),
+            ]
+    if run_id is not None:
+        states = _UNFINISHED if finished is None else (BatchStatus.FAILED,)
+        checks.append(post.batches_finished(cur, run_id, states))
+    tables = {t.name: _figures(cur, plan, t.name, run_id) for t in plan.migrated()}
+    return build_report(POST if finished is None else IN_PROGRESS, checks, tables)
+
+
+def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:
+    """Nothing the migration added is left, and each table matches its snapshot."""
+    checks = [_mapping_rows_removed(cur, plan, run_ids)]
+    for table, snap in sorted(snapshots.oldest(cur, run_ids).items()):
+        found = snapshot.differences(cur, plan.schema, table, snap)
+        checks.append(verdict("restored_as_before", table, [], found, found[:10]))
+    tables = {t.name: {"total": count_rows(cur, plan, t.name)} for t in plan.tables}
+    return build_report(ROLLED_BACK, checks, tables)
+
+
+def validate_database(cur: Any, plan: Plan, run: dict[str, Any] | None) -> dict[str, Any]:
+    """The report for whatever phase the database is in."""
+    phase = phase_of(run)
+    if phase == PRE:
+        return baseline_report(cur, plan)
+    if phase == ROLLED_BACK:
+        return rolled_back_report(cur, plan, runs.runs_ended_with(cur, run))
+    if phase == POST:
+        return post_migration_report(cur, plan, run["run_id"])
+    return post_migration_report(cur, plan, run["run_id"], _finished_tables(cur, run["run_id"]))
+
+
+def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
+    """The chord's final step: build, store and return the post-migration report."""
+    report = post_migration_report(cur, plan, run_id)
+    reports.store(cur, run_id, POST, report)
+    return report
+
+
+def _uuid_checks(cur: Any, plan: Plan, table: str, complete: bool) -> list[CheckResult]:
+    if not column_exists(cur, plan.schema, table, UUID_COLUMN):
+        return [verdict("uuid_column", table, UUID_COLUMN, "missing", [UUID_COLUMN])]
+    checks = [post.uuid_unique(cur, plan, table), post.mappings_agree(cur, plan, table)]
+    if complete:
+        rows = count_rows(cur, plan, table)
+        checks += [
+            post.rows_without_uuid(cur, plan, table),
+            post.mappings_one_per_row(cur, plan, table, rows),
+            post.uuid_index_valid(cur, plan, table),
+            *post.extra_columns_present(cur, plan, table),
+        ]
+    return checks
+
+
+def _references_done(plan: Plan, table: str, done: set[str]) -> bool:
+    """A table's translations are final once it and every parent of its relations finished."""
+    return all(r.parent in done for r in plan.relations_of(table))
+
+
+def _finished_tables(cur: Any, run_id: str) -> set[str]:
+    """Tables all of whose stages succeeded."""
+    by_table: dict[str, bool] = {}
+    for stage in stages.stages(cur, run_id):
+        ok = stage["status"] == StageStatus.SUCCEEDED
+        by_table[stage["table"]] = by_table.get(stage["table"], True) and ok
+    return {table for table, ok in by_table.items() if ok}
+
+
+def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, Any]:
+    """Per table: total, migrated, failed (rows of failed batches), duration (ms)."""
+    has_uuid = column_exists(cur, plan.schema, table, UUID_COLUMN)
+    counted = sql.Identifier(UUID_COLUMN) if has_uuid else sql.SQL("NULL")
+    cur.execute(
+        sql.SQL("SELECT count(*), count({}) FROM {}").format(counted, qualified(plan.schema, table))
+    )
+    total, migrated = (int(v) for v in cur.fetchone())
+    return {
+        "total": total,
+        "migrated": migrated,
+        "failed": None if run_id is None else figures.table_failed_rows(cur, run_id, table),
+        "duration": None if run_id is None else figures.table_duration_ms(cur, run_id, table),
+    }
+
+
+def _mapping_rows_removed(cur: Any, plan: Plan, run_ids: list[str]) -> CheckResult:
+    """id_mappings is gone if the migration created it, else holds none of the runs' rows."""
+    if not CreateMappingTable(plan.schema).exists(cur):
+        return verdict("id_mappings_removed", MAPPING_TABLE, 0, 0, [])
+    cur.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE table_name = ANY(%s) AND created_at >= %s").format(
+            qualified(plan.schema, MAPPING_TABLE)
+        ),
+        ([t.name for t in plan.migrated()], runs.first_run_started(cur, run_ids)),
+    )
+    left = int(cur.fetchone()[0])
+    return verdict("id_mappings_removed", MAPPING_TABLE, 0, left, [])
