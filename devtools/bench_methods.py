@@ -115,11 +115,12 @@ def watch_rss(proc: subprocess.Popen[bytes]) -> dict[str, float]:
 
 
 def run_tool(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> None:
-    """The CLI as a user runs it; TMPDIR is ours so that the workers' logs can be read after."""
-    command = [str(CLI), "run", "--plan", "clinic", "--workers", str(args.workers)]
-    command += ["--batch-size", str(args.batch_size), "--wait"]
+    """The CLI as a user runs it, with its workers' logs kept in a folder of ours to read after."""
     with tempfile.TemporaryDirectory(prefix="uuid-migrate-bench-") as tmp:
-        env = dict(os.environ, DATABASE_URL=url, REDIS_URL=args.redis_url, TMPDIR=tmp)
+        command = [str(CLI), "run", "--plan", "clinic", "--workers", str(args.workers)]
+        command += ["--batch-size", str(args.batch_size), "--wait"]
+        command += ["--worker-logs", str(Path(tmp) / "workers")]
+        env = dict(os.environ, DATABASE_URL=url, REDIS_URL=args.redis_url)
         env["UUID_MIGRATE_QUEUE"] = f"uuid_migrate.bench.{secrets.token_hex(4)}"
         output = Path(tmp) / "producer.log"
         launched, started = time.time(), time.perf_counter()

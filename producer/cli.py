@@ -6,6 +6,7 @@ import argparse
 import importlib.metadata
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import psycopg2
 import redis
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="also start N Celery workers on this machine (implies --wait)",
     )
+    _worker_logs_option(p)
     p.add_argument(
         "--wait",
         action="store_true",
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="only this table (or stage)")
     p.add_argument("--batch", type=_positive, help="only this batch number (needs --table)")
     p.add_argument("--workers", type=_positive, default=0, help="also start N local workers")
+    _worker_logs_option(p)
     p.add_argument("--wait", action="store_true", help="wait; exit 0 only if the run succeeds")
 
     _run_option(sub.add_parser("pause", help="workers finish their current batch and hold the rest"))
@@ -149,6 +152,16 @@ def _serve_options(p: argparse.ArgumentParser, port: int) -> None:
     )
 
 
+def _worker_logs_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--worker-logs",
+        metavar="DIR",
+        type=Path,
+        help="with --workers: their logs go to DIR and stay (default: a temporary folder, "
+        "removed after a run that succeeded)",
+    )
+
+
 def _run_option(p: argparse.ArgumentParser, help_text: str = "the run (default: the latest)") -> None:
     p.add_argument("--run", metavar="RUN_ID", dest="run_id", help=help_text)
 
@@ -184,14 +197,17 @@ def dispatch(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "run":
         settings = settings.with_overrides(batch_size=args.batch_size)
-        result = commands.run(settings, args.plan, args.schema, args.workers, args.wait)
+        result = commands.run(
+            settings, args.plan, args.schema, args.workers, args.wait, worker_logs=args.worker_logs
+        )
         return output.report_run(result)
     if args.command == "retry":
         if args.batch is not None and args.table is None:
             raise ConfigError("--batch needs --table: batch numbers are per table")
         result = recovery.retry(
-            settings, args.table, args.batch, args.workers, args.wait, run_id=args.run_id
-        )
+            settings, args.table, args.batch, args.workers, args.wait,
+            run_id=args.run_id, worker_logs=args.worker_logs,
+        )  # fmt: skip
         return output.report_run(result)
     if args.command in ("pause", "resume"):
         run_id = getattr(recovery, args.command)(settings, args.run_id)

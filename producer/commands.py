@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from config.celery import make_app
@@ -60,8 +61,12 @@ def run(
     workers: int = 0,
     wait: bool = False,
     out: TextIO = sys.stdout,
+    worker_logs: Path | None = None,
 ) -> RunResult:
-    """Plan (or resume) a run, enqueue what is not done, and optionally work and wait."""
+    """Plan (or resume) a run, enqueue what is not done, and optionally work and wait.
+
+    Local workers log to `worker_logs` (kept), or to a temporary folder removed after a run
+    that succeeded."""
     redis_conn = client(settings.redis_url)
     local = None
     result = None
@@ -70,7 +75,7 @@ def run(
             _lock_producer(conn)
             run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
-            local = _start_local(settings, workers, out)
+            local = start_local(settings, workers, out, worker_logs)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
         reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
         if not (wait or local):
@@ -82,19 +87,25 @@ def run(
             stop_local(local, result is not None and result.status == RunStatus.SUCCEEDED, out)
 
 
-def _start_local(settings: Settings, workers: int, out: TextIO) -> LocalWorkers | None:
+def start_local(
+    settings: Settings, workers: int, out: TextIO, log_dir: Path | None = None
+) -> LocalWorkers | None:
+    """N local workers, once they answer (or after a timeout); their log folder is named."""
     if not workers:
         return None
-    local = LocalWorkers(settings, workers).start()
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    local = LocalWorkers(settings, workers, log_dir).start()
     out.write(f"{workers} local worker(s) started; their logs: {local.log_dir}\n")
     local.wait_ready(make_app(settings))
     return local
 
 
 def stop_local(local: LocalWorkers, succeeded: bool, out: TextIO) -> None:
-    """Stop the local workers; their logs go after a success and stay, named, otherwise."""
+    """Stop the local workers; a temporary log folder goes after a success and stays, named,
+    otherwise; a folder the user chose always stays."""
     local.stop()
-    if succeeded:
+    if succeeded and local.temporary:
         shutil.rmtree(local.log_dir, ignore_errors=True)
     else:
         out.write(f"worker logs kept in {local.log_dir}\n")

@@ -26,6 +26,8 @@ class LocalWorkers:
         self.settings = settings
         self.count = count
         self._log_dir = log_dir
+        #: The log folder is ours to remove: none was given.
+        self.temporary = log_dir is None
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def environment(self) -> dict[str, str]:

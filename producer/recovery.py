@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from config.celery import make_app
 from config.settings import Settings
-from producer.commands import RunResult, stop_local, watch
-from producer.local_workers import LocalWorkers
+from producer.commands import RunResult, start_local, stop_local, watch
 from uuid_migrate import db
 from uuid_migrate.errors import RunStateError
 from uuid_migrate.ledger import tables
@@ -26,18 +26,16 @@ def retry(
     wait: bool = False,
     out: TextIO = sys.stdout,
     run_id: str | None = None,
+    worker_logs: Path | None = None,
 ) -> RunResult:
     """Re-send the failed and stale batches of the run (the latest one by default) as chords
     that continue their stages (then their dependents, then validation); optionally work and
     wait."""
     app = make_app(settings)
     redis_conn = client(settings.redis_url)
-    local = LocalWorkers(settings, workers).start() if workers else None
+    local = start_local(settings, workers, out, worker_logs)
     result = None
     try:
-        if local:
-            out.write(f"{workers} local worker(s) started; their logs: {local.log_dir}\n")
-            local.wait_ready(app)
         with db.connection(settings.require_database()) as conn:
             sent = reconciling.retry_and_send(
                 app, settings, conn, redis_conn, run_id=run_id, table=table, batch_no=batch

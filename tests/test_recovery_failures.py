@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from config.celery import make_app
+from devtools import sample
 from producer import commands, status_command
 from uuid_migrate.ledger import transitions
 from uuid_migrate.ledger.states import RunStatus
@@ -212,3 +213,19 @@ def test_the_circuit_breaker_stops_a_broken_run_and_the_retry_task_finishes_it(
 
 def run_status(conn, run_id: str) -> str:
     return scalar(conn, "SELECT status FROM uuid_migration.runs WHERE run_id = %s", (run_id,))
+
+
+def test_worker_logs_in_a_folder_the_user_names_stay_after_a_run_that_succeeded(
+    conn, settings, tmp_path
+):
+    with conn.cursor() as cur:
+        sample.build(cur, sample.SampleSize.for_users(100))
+    folder = tmp_path / "logs"
+
+    done = cli(
+        settings, "run", "--plan", "clinic", "--workers", "1", "--wait", "--worker-logs", str(folder)
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"their logs: {folder}" in done.stdout and f"worker logs kept in {folder}" in done.stdout
+    assert "batch run=" in (folder / "worker-1.log").read_text()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 import pytest
 
 from producer import status_command, watching
+from producer.progress_view import render
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.progression.live import Progress
 
@@ -133,6 +135,15 @@ def test_rows_inserted_after_planning_are_migrated_even_outside_the_planned_boun
             cur.execute("INSERT INTO users (id, email) VALUES (%s, 'late@example.com')", (new_id,))
         cur.execute("INSERT INTO dashboards (id, user_id, title) VALUES ('', '', 'late')")
     assert min(new_ids) < bounds[0] and max(new_ids) > bounds[1]
+
+    with clinic.cursor() as cur:  # no worker yet: the view says work waits on our queue
+        waiting = watching.read_progress(cur, queued.run_id, settings.queue)
+    assert waiting.work_waiting and waiting.idle_s is not None and waiting.idle_s >= 0
+    assert sum(s.total for s in waiting.stages if ":" not in s.stage) == scalar(
+        clinic, "SELECT sum(total_rows) FROM uuid_migration.stages WHERE kind = 'backfill'"
+    )
+    later = render(replace(waiting, idle_s=waiting.idle_s + 15))
+    assert any(f"queue '{settings.queue}'" in line for line in later)
 
     start_workers(2)
     final = watching.wait_for_run(clinic, queued.run_id, io.StringIO(), queue=settings.queue)

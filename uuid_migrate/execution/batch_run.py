@@ -85,7 +85,7 @@ def _one_batch(
             claimed = batch.claim(conn, run_id, stage.name, batch_no, ctx.worker)
         except _DB_ERRORS as exc:
             ctx.reset()
-            if tries >= ctx.policy.max_attempts:
+            if not retrying.should_retry(retrying.classify(exc), tries, ctx.policy.max_attempts):
                 return _end(base, started, "unknown", error=retrying.one_line(exc)), []
             ctx.sleep(ctx.policy.delay_s(tries))
             continue
