@@ -97,7 +97,11 @@ def start_local(
         log_dir.mkdir(parents=True, exist_ok=True)
     local = LocalWorkers(settings, workers, log_dir).start()
     out.write(f"{workers} local worker(s) started; their logs: {local.log_dir}\n")
-    local.wait_ready(make_app(settings))
+    try:
+        local.wait_ready(make_app(settings))
+    except BaseException:  # the broker away: no worker outlives the command
+        stop_local(local, False, out)
+        raise
     return local
 
 

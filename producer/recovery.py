@@ -33,9 +33,10 @@ def retry(
     wait."""
     app = make_app(settings)
     redis_conn = client(settings.redis_url)
-    local = start_local(settings, workers, out, worker_logs)
+    local = None
     result = None
     try:
+        local = start_local(settings, workers, out, worker_logs)
         with db.connection(settings.require_database()) as conn:
             sent = reconciling.retry_and_send(
                 app, settings, conn, redis_conn, run_id=run_id, table=table, batch_no=batch

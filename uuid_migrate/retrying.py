@@ -64,6 +64,12 @@ def should_retry(kind: str, attempt: int, max_attempts: int) -> bool:
     return kind != PERMANENT and attempt < max_attempts
 
 
+def lock_timed_out(exc: BaseException) -> bool:
+    """The statement gave up waiting for a lock (`lock_timeout`): for a schema change, the
+    one error worth waiting out and trying again."""
+    return isinstance(exc, psycopg2.errors.LockNotAvailable)
+
+
 def attempts_exhausted(attempts_ended: int, max_attempts: int) -> bool:
     """Tries that ended without finishing (their worker died with them) used every attempt:
     a batch that takes its worker down must not be sent again for ever."""

@@ -14,7 +14,7 @@ from uuid_migrate import db, retrying
 from uuid_migrate.execution import batch_run
 from uuid_migrate.execution.attempt import BatchOutcome
 from uuid_migrate.execution.heartbeat import Heartbeat
-from uuid_migrate.ledger import runs
+from uuid_migrate.ledger import runs, tables
 from uuid_migrate.progression import advance
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.recovery.breaker import check_circuit
@@ -32,27 +32,40 @@ POLICY = RetryPolicy(
     min_split_rows=settings.min_split_rows,
     statement_timeout_ms=settings.statement_timeout_ms,
 )
-#: Tries of a callback or control task against transient errors (a lost connection,
-#: Redis away) before Celery gives up on it; the reconciler then picks up what it missed.
-CALLBACK_MAX_ATTEMPTS = 20
+#: Retries of a callback or control task against transient errors (a lost connection,
+#: Redis away, a timeout) before Celery gives up on it; the reconciler then picks up what
+#: it missed.
+CALLBACK_MAX_RETRIES = 20
+#: A callback's first retry waits up to a second, each further one up to twice as long, at
+#: most a minute (full jitter).
+CALLBACK_BACKOFF_MS = 1000
+CALLBACK_BACKOFF_MAX_MS = 60_000
 #: Callbacks are acknowledged once done and come back if their worker dies.
-_CALLBACK = {"acks_late": True, "reject_on_worker_lost": True, "bind": True}
+_CALLBACK = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "bind": True,
+    "max_retries": CALLBACK_MAX_RETRIES,
+}
+#: What a callback may try again: it is idempotent, so a timeout is worth another try too.
+_RETRIABLE = (retrying.TRANSIENT, retrying.SPLIT)
 
 
 def _retried(task: Task, work: Callable[[], Any]) -> Any:
-    """Run `work`; on an error the one retry decision calls transient, drop the worker's
-    connection and have Celery try again after the backoff."""
+    """Run `work`; on an error the one retry decision calls worth another try, drop the
+    worker's connection and have Celery try again after the backoff."""
     try:
         return work()
     except Exception as exc:
         kind = retrying.classify(exc)
         attempt = task.request.retries + 1
-        if kind != retrying.TRANSIENT or not retrying.should_retry(
-            kind, attempt, CALLBACK_MAX_ATTEMPTS
+        if kind not in _RETRIABLE or not retrying.should_retry(
+            kind, attempt, CALLBACK_MAX_RETRIES + 1
         ):
             raise
         runtime.drop_database()
-        raise task.retry(exc=exc, countdown=POLICY.delay_s(attempt)) from exc
+        wait_ms = retrying.compute_backoff(attempt, CALLBACK_BACKOFF_MS, CALLBACK_BACKOFF_MAX_MS)
+        raise task.retry(exc=exc, countdown=wait_ms / 1000) from exc
 
 
 def _index_connection() -> Any:
@@ -208,6 +221,8 @@ def schedule_reconciler(**_: Any) -> None:
     try:
         with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
             run = runs.latest_run(cur)
+            if run is not None:
+                tables.ensure_step_order(cur)
         if runs.is_active(run):
             reconciling.schedule(app, settings, client(settings.redis_url), run["run_id"])
     except Exception:

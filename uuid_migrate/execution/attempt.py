@@ -89,11 +89,11 @@ def attempt(
             conn.rollback()
             return None
         # Serialises two deliveries of the same batch: the second waits, then sees it done.
-        current = batches.lock(cur, *batch.ids())
-        if current is None or current.status in SETTLED_BATCH_STATES:
+        found = batches.lock_with_planned_rows(cur, *batch.ids())
+        if found is None or found[0].status in SETTLED_BATCH_STATES:
             conn.rollback()
             return None
-        planned = batches.planned_rows(cur, batch)
+        planned = found[1]
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
         rows, mappings, orphans = cur.fetchone()
         batches.succeed(cur, batch, rows)

@@ -85,7 +85,8 @@ def _one_batch(
             claimed = batch.claim(conn, run_id, stage.name, batch_no, ctx.worker)
         except _DB_ERRORS as exc:
             ctx.reset()
-            if not retrying.should_retry(retrying.classify(exc), tries, ctx.policy.max_attempts):
+            # Whatever the error, the claim is tried again: it only stamps the ledger row.
+            if not retrying.should_retry(retrying.TRANSIENT, tries, ctx.policy.max_attempts):
                 return _end(base, started, "unknown", error=retrying.one_line(exc)), []
             ctx.sleep(ctx.policy.delay_s(tries))
             continue

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from uuid_migrate.ledger import error_records
+from uuid_migrate.ledger.states import BatchStatus
 from uuid_migrate.plan.ranges import KeyRange
 
 _WHERE_BATCH = "WHERE run_id = %s AND stage = %s AND batch_no = %s"
@@ -75,18 +76,21 @@ def between(cur: Any, run_id: str, stage: str, first: int, end: int) -> list[Bat
 
 def lock(cur: Any, run_id: str, stage: str, batch_no: int) -> Batch | None:
     """The batch, row-locked until the transaction ends: two deliveries of it serialise here."""
+    found = lock_with_planned_rows(cur, run_id, stage, batch_no)
+    return found[0] if found else None
+
+
+def lock_with_planned_rows(
+    cur: Any, run_id: str, stage: str, batch_no: int
+) -> tuple[Batch, int] | None:
+    """`lock`, and the rows the batch held when it was planned."""
     cur.execute(
-        "SELECT lower_bound, upper_bound, status, attempts FROM uuid_migration.batches "
-        f"{_WHERE_BATCH} FOR UPDATE",
+        "SELECT lower_bound, upper_bound, status, attempts, planned_rows "
+        f"FROM uuid_migration.batches {_WHERE_BATCH} FOR UPDATE",
         (run_id, stage, batch_no),
     )
     row = cur.fetchone()
-    return Batch(run_id, stage, batch_no, *row) if row else None
-
-
-def planned_rows(cur: Any, batch: Batch) -> int:
-    cur.execute(f"SELECT planned_rows FROM uuid_migration.batches {_WHERE_BATCH}", batch.ids())
-    return int(cur.fetchone()[0])
+    return (Batch(run_id, stage, batch_no, *row[:4]), int(row[4])) if row else None
 
 
 def start_attempt(cur: Any, batch: Batch, worker: str) -> Batch:
@@ -119,13 +123,19 @@ def back_to_pending(cur: Any, batch: Batch, message: str) -> None:
     )
 
 
-def fail(cur: Any, batch: Batch, table: str, message: str) -> bool:
-    """Any open state -> failed (until `retry`), with its error record: the one path by which
-    a batch fails, whoever decides it (its worker, or the reconciler giving up)."""
+#: A batch may fail from any state that still holds work.
+_UNSETTLED = (BatchStatus.PENDING, BatchStatus.RUNNING, BatchStatus.FAILED)
+
+
+def fail(
+    cur: Any, batch: Batch, table: str, message: str, leaving: tuple[str, ...] = _UNSETTLED
+) -> bool:
+    """-> failed (until `retry`), with its error record: the one path by which a batch fails,
+    whoever decides it (its worker, or the reconciler giving up on a `running` one)."""
     cur.execute(
         "UPDATE uuid_migration.batches SET status = 'failed', finished_at = now(), "
-        f"last_error = %s {_WHERE_BATCH} AND status NOT IN ('succeeded', 'split') RETURNING 1",
-        (message, *batch.ids()),
+        f"last_error = %s {_WHERE_BATCH} AND status = ANY(%s) RETURNING 1",
+        (message, *batch.ids(), list(leaving)),
     )
     if cur.fetchone() is None:
         return False

@@ -48,10 +48,19 @@ def recorded_for(alias: sql.Composable, key: sql.Composable) -> sql.Composed:
     ).format(errors=ERRORS_TABLE, alias=alias, key=key)
 
 
-def of_table(cur: Any, table: str, limit: int) -> tuple[int, list[dict[str, Any]]]:
-    """The count of recorded errors for a table and the first few, as error records."""
+def count_of_table(cur: Any, table: str) -> int:
+    """How many errors the table has recorded (an index-only count)."""
     cur.execute("SELECT count(*) FROM uuid_migration.errors WHERE table_name = %s", (table,))
-    total = cur.fetchone()[0]
+    return int(cur.fetchone()[0])
+
+
+def of_table(
+    cur: Any, table: str, limit: int, total: int | None = None
+) -> tuple[int, list[dict[str, Any]]]:
+    """The count of recorded errors for a table and the first few, as error records."""
+    total = count_of_table(cur, table) if total is None else total
+    if not total:
+        return 0, []
     cur.execute(
         "SELECT table_name, row_id, error, created_at, context FROM uuid_migration.errors "
         "WHERE table_name = %s ORDER BY id LIMIT %s",

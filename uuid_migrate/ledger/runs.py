@@ -155,15 +155,22 @@ def set_paused(cur: Any, run_id: str, paused: bool) -> None:
 
 
 def _move(
-    cur: Any, run_id: str, to: RunStatus, leaving: tuple[RunStatus, ...], message: str | None
+    cur: Any,
+    run_id: str,
+    to: RunStatus,
+    leaving: tuple[RunStatus, ...],
+    message: str | None,
+    clear_message: bool = False,
 ) -> bool:
-    """The one UPDATE behind every move; True if this caller made it."""
+    """The one UPDATE behind every move; True if this caller made it. A move without a
+    message keeps the run's message, unless it clears it."""
     ended = to in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.ROLLED_BACK)
     cur.execute(
-        "UPDATE uuid_migration.runs SET status = %s, message = %s, "
+        "UPDATE uuid_migration.runs SET status = %s, "
+        "message = CASE WHEN %s THEN NULL ELSE coalesce(%s, message) END, "
         "finished_at = CASE WHEN %s THEN now() END "
         "WHERE run_id = %s AND status = ANY(%s) RETURNING 1",
-        (to, message, ended, run_id, list(leaving)),
+        (to, clear_message, message, ended, run_id, list(leaving)),
     )
     return cur.fetchone() is not None
 
@@ -195,7 +202,7 @@ def fail(cur: Any, run_id: str, message: str) -> bool:
 
 def reopen(cur: Any, run_id: str) -> bool:
     """failed -> running: `retry` (or the reconciler after it) sends work again."""
-    return _move(cur, run_id, RunStatus.RUNNING, (RunStatus.FAILED,), None)
+    return _move(cur, run_id, RunStatus.RUNNING, (RunStatus.FAILED,), None, clear_message=True)
 
 
 def fence(cur: Any, run_ids: list[str]) -> None:

@@ -45,7 +45,15 @@ def stages(cur: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 def stage(cur: Any, run_id: str, name: str) -> dict[str, Any] | None:
-    return next((s for s in stages(cur, run_id) if s["stage"] == name), None)
+    """One stage's row, as `stages` gives it."""
+    cur.execute(
+        "SELECT stage, table_name, kind, depends_on, status, planned, total_rows, batch_count, "
+        "dispatched_upto, started_at, finished_at FROM uuid_migration.stages "
+        "WHERE run_id = %s AND stage = %s",
+        (run_id, name),
+    )
+    row = cur.fetchone()
+    return dict(zip(_STAGE_KEYS, row, strict=True)) if row else None
 
 
 def mark_planned(cur: Any, run_id: str, stage_name: str, batch_count: int, total: int) -> None:

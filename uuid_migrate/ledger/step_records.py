@@ -22,7 +22,7 @@ def of_runs(cur: Any, run_ids: list[str]) -> list[tuple[dict[str, Any], bool]]:
     """(step, created) of every step of the runs, in the order they were applied."""
     cur.execute(
         "SELECT step, created FROM uuid_migration.ddl_steps WHERE run_id = ANY(%s) "
-        "ORDER BY position",
+        "ORDER BY applied_at, position",
         (run_ids,),
     )
     return [(step, bool(created)) for step, created in cur.fetchall()]

@@ -150,19 +150,27 @@ ALTER TABLE uuid_migration.ddl_steps ALTER COLUMN position TYPE bigint,
 
 
 def ensure_schema(cur: Any) -> None:
-    """Create what is missing. A complete ledger is left alone: ALTER TABLE and CREATE
-    TRIGGER would lock the batches table against the workers of a run being resumed."""
-    if ledger_exists(cur) and _complete(cur):
-        return
-    cur.execute(_SCHEMA_SQL)
-    cur.execute(_RECOVERY_SQL)
-    cur.execute(_STEP_ORDER_SQL)
+    """Create what is missing, part by part. A part that is there is left alone: ALTER TABLE
+    and CREATE TRIGGER would lock the batches table against the workers of a resumed run."""
+    if not ledger_exists(cur):
+        cur.execute(_SCHEMA_SQL)
+    if not _has_recovery(cur):
+        cur.execute(_SCHEMA_SQL)
+        cur.execute(_RECOVERY_SQL)
+    ensure_step_order(cur)
 
 
-def _complete(cur: Any) -> bool:
+def ensure_step_order(cur: Any) -> None:
+    """The sequence that orders step records; workers call this too (only `ddl_steps` is
+    touched), so a run begun by an older version can record its index builds."""
+    cur.execute("SELECT to_regclass('uuid_migration.ddl_step_order') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        cur.execute(_STEP_ORDER_SQL)
+
+
+def _has_recovery(cur: Any) -> bool:
     cur.execute(
-        "SELECT to_regclass('uuid_migration.transitions') IS NOT NULL "
-        "AND to_regclass('uuid_migration.ddl_step_order') IS NOT NULL AND EXISTS ("
+        "SELECT to_regclass('uuid_migration.transitions') IS NOT NULL AND EXISTS ("
         "SELECT 1 FROM pg_trigger WHERE tgname = 'batches_transition_split' "
         "AND tgrelid = 'uuid_migration.batches'::regclass)"
     )

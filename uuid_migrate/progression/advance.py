@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
 import redis
 
 from uuid_migrate.execution.attempt import BatchOutcome, plan_of_run
@@ -55,9 +56,8 @@ def after_batches(
             outcome.rows,
             outcome.status == BatchStatus.FAILED,
         )
-        new_errors = outcome.orphans > 0 or outcome.status == BatchStatus.FAILED
         with conn.cursor() as cur:
-            checkpoint.after_batch(cur, progress, run_id, outcome.stage, new_errors)
+            checkpoint.after_batch(cur, progress, run_id, outcome.stage)
         conn.commit()
     failed = any(o.status == BatchStatus.FAILED for o in done)
     return AfterBatches(check_breaker=failed, rearm_reconciler=bool(finished))
@@ -188,10 +188,15 @@ def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:
 def publish_checkpoints(
     conn: Any, progress: Progress | None, run_id: str, names: set[str] | None
 ) -> None:
-    """After a commit that moved stages: their checkpoints in Redis. Best effort: Redis is
-    never the truth, and the reconciler rebuilds what is missing."""
+    """After a commit that moved stages: their checkpoints in Redis. Best effort, and never
+    raising: the moves are committed and what they owe must still be sent; Redis is never the
+    truth, and the next batch or stage move writes the checkpoint again."""
     if progress is None:
         return
-    with contextlib.suppress(redis.RedisError), conn.cursor() as cur:
-        checkpoint.publish(cur, progress, run_id, names)
-    conn.commit()
+    try:
+        with conn.cursor() as cur:
+            checkpoint.publish(cur, progress, run_id, names)
+        conn.commit()
+    except (redis.RedisError, psycopg2.Error):
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()

@@ -74,6 +74,10 @@ class Progress:
         raw = self.conn.get(self._key("checkpoint", stage))
         return json.loads(raw) if raw else None
 
+    def throttle(self, name: str, every_s: float) -> bool:
+        """True at most once per `every_s` for `name` across every worker (SET NX PX)."""
+        return bool(self.conn.set(self._key("throttle", name), 1, nx=True, px=int(every_s * 1000)))
+
     def forget(self) -> int:
         """Delete every key of the run (rollback); returns how many were removed."""
         keys = list(self.conn.scan_iter(match=run_pattern(self.run_id), count=500))

@@ -84,7 +84,9 @@ def _give_up_on_killers(
     ]
     for b in spent:
         message = f"gave up: {b.attempts} attempts ended without finishing (workers lost)"
-        batches.fail(cur, b, stages.table_of(cur, run_id, b.stage), message)
+        batches.fail(
+            cur, b, stages.table_of(cur, run_id, b.stage), message, leaving=(BatchStatus.RUNNING,)
+        )
     return [b for b in chosen if b not in spent]
 
 

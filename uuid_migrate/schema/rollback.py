@@ -54,16 +54,14 @@ def what_to_undo(cur: Any) -> Undo | None:
 
 
 def created_steps(records: list[tuple[dict[str, Any], bool]]) -> list[Step]:
-    """Each step known by what it is, kept if any record says a run created it, newest
-    (last applied) first."""
-    last_seen: dict[str, int] = {}
+    """Each step known by what it is, kept if a run created it, newest first (in the order
+    the creating records were applied, reversed)."""
     created: dict[str, Step] = {}
-    for order, (data, was_created) in enumerate(records):
+    for data, was_created in records:
         step = step_from_dict(data)
-        last_seen[step.identity()] = order
         if was_created:
-            created[step.identity()] = step
-    return [created[i] for i in sorted(created, key=last_seen.__getitem__, reverse=True)]
+            created.setdefault(step.identity(), step)
+    return list(reversed(created.values()))
 
 
 def fence(conn: Any, run_ids: list[str]) -> None:
