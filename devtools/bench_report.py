@@ -20,7 +20,7 @@ from psycopg2 import sql
 from uuid_migrate import db
 
 TABLES = ("users", "clinics", "dashboards", "providers")
-#: users / dashboards rows/s in /work/shared/PERFORMANCE.md: one statement, 2-process ceiling.
+#: users / dashboards rows/s in the first measurements (PERFORMANCE.md): one statement, ceiling.
 EARLIER = {"a": (51_600, 26_700), "b": (153_000, 72_500)}
 #: A Celery worker's log line for a finished task: end time, task name, seconds, result
 #: (Celery's own format, or config.logs' text format).
@@ -124,7 +124,7 @@ in (c)'s start-up and planning; its post-migration report in its validation phas
 
 {safety}
 
-## Compared with /work/shared/PERFORMANCE.md
+## Compared with the first measurements (PERFORMANCE.md, kept beside the project)
 
 users / dashboards rows/s, one statement: {then_a} there, {now_a} here; 2-process ceiling:
 {then_b} there, {now_b} here; ceiling over one statement {then_ratio} there, {now_ratio} here.

@@ -16,7 +16,7 @@ from uuid_migrate import db
 from uuid_migrate.errors import RunStateError
 from uuid_migrate.ledger import figures, runs, stages
 from uuid_migrate.ledger.states import RunStatus
-from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan import catalog, discovery, plan_file
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.progression import advance
 from uuid_migrate.progression.live import Progress
@@ -42,7 +42,7 @@ def load_plan(conn: Any, plan_path: str | None, schema: str) -> Plan:
         plan = (
             catalog.resolve(cur, plan_file.load(plan_path))
             if plan_path
-            else catalog.discover(cur, schema)
+            else discovery.discover(cur, schema)
         )
     conn.commit()
     return plan
@@ -156,6 +156,8 @@ def _prepare(
     wanted = load_plan(conn, plan_path, schema) if plan_path or not _active_run(conn) else None
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
+    for item in the_plan.skipped:
+        out.write(f"not migrated: {item.describe()}\n")
     planner.take_snapshots(conn, run_id, the_plan)
     planner.apply_additive_ddl(conn, run_id, the_plan, settings.lock_timeout_ms)
     planner.plan_batches(conn, run_id, the_plan, settings.batch_size)

@@ -8,7 +8,7 @@ from config.settings import Settings
 from producer.status_command import pick_run
 from uuid_migrate import db
 from uuid_migrate.ledger import reports
-from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan import catalog, discovery, plan_file
 from uuid_migrate.plan.model import Plan, from_dict
 from uuid_migrate.verification.report import PRE
 from uuid_migrate.verification.validation import phase_of, validate_database
@@ -37,4 +37,4 @@ def plan_to_check(cur: Any, run: dict[str, Any] | None, plan_path: str | None, s
         return catalog.complete(cur, plan_file.load(plan_path))
     if run is not None and phase_of(run) != PRE:
         return from_dict(run["plan"])
-    return catalog.discover(cur, schema)
+    return discovery.discover(cur, schema)

@@ -8,7 +8,7 @@ import pytest
 
 from producer import commands
 from uuid_migrate.ledger.states import RunStatus
-from uuid_migrate.plan import catalog, plan_file
+from uuid_migrate.plan import discovery, plan_file
 from uuid_migrate.plan.model import Relation
 
 from .helpers import assert_fully_migrated, assert_references_translated, scalar
@@ -64,7 +64,7 @@ def odd(conn):
 
 def test_discovery_finds_string_keyed_tables_references_and_reference_only_children(odd):
     with odd.cursor() as cur:
-        plan = catalog.discover(cur)
+        plan = discovery.discover(cur)
 
     migrated = {t.name: (t.key, t.key_type) for t in plan.tables if t.migrate}
     assert migrated == {

@@ -91,8 +91,8 @@ def test_plan_files_round_trip_and_shipped_plans_load_by_name():
 def test_plans_that_cannot_work_are_refused_with_the_reason():
     with pytest.raises(PlanError, match="not a migrated table"):
         validate(Plan("public", (Table("a", "id"),), (Relation("a", "x_id", "missing"),)))
-    with pytest.raises(PlanError, match="longer than 63 bytes"):
-        validate(Plan("public", (Table("a", "id"),), (Relation("a", "x" * 60 + "_id", "a"),)))
+    with pytest.raises(PlanError, match="longer than 63 bytes"):  # a name given by hand
+        validate(Plan("public", (Table("a", "id"),), (Relation("a", "x_id", "a", "y" * 64),)))
     with pytest.raises(PlanError, match="not valid TOML"):
         plan_file.load_text("tables = [")
 
@@ -159,3 +159,23 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
     assert load_settings(env) == settings
     defaults = load_settings({"DATABASE_URL": "postgresql://h/db"})
     assert load_settings(LocalWorkers(defaults, 0, tmp_path).environment()) == defaults
+
+
+def test_derived_names_past_63_bytes_are_shortened_the_same_way_every_time():
+    column = "x" * 60 + "_id"
+    derived = reference_uuid_column(column)
+    assert len(derived.encode()) <= 63 and derived.endswith("_uuid_id")
+    assert derived.startswith("x" * 40) and derived == reference_uuid_column(column)
+    assert reference_uuid_column("y" * 60 + "_id") != derived
+    plan = validate(Plan("public", (Table("a", "id"),), (Relation("a", column, "a"),)))
+    assert plan.relations[0].uuid_column == derived
+
+
+def test_two_references_deriving_the_same_name_are_told_apart():
+    from uuid_migrate.plan.naming import distinct_reference_columns
+
+    first, second = distinct_reference_columns([Relation("t", "user_id", "u"), Relation("t", "user", "u")])
+    assert first.uuid_column == "user_uuid_id"
+    assert second.uuid_column != "user_uuid_id" and second.uuid_column.endswith("_uuid_id")
+    again = distinct_reference_columns([Relation("t", "user_id", "u"), Relation("t", "user", "u")])
+    assert again[1].uuid_column == second.uuid_column

@@ -1,4 +1,4 @@
-"""Discovery from pg_catalog: which tables have string keys and which columns reference them."""
+"""Plans checked against pg_catalog: a plan file's tables completed and checked, key lookups."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from dataclasses import replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError
-from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
-from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Relation, Table, validate
+from uuid_migrate.identifiers import regclass_text
+from uuid_migrate.plan.discovery import STRING_TYPES, schema_exists
+from uuid_migrate.plan.model import Plan, Table, validate
 
-#: Key types we migrate: text, varchar and char (and domains over them).
-STRING_TYPES = ("text", "varchar", "bpchar")
 _TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\(\s*\d+(\s*,\s*\d+)?\s*\))?(\[\])?$")
 
 _PRIMARY_KEYS = """
@@ -28,60 +27,10 @@ WHERE k.contype = 'p' AND n.nspname = %s AND cardinality(k.conkey) = 1
 ORDER BY c.relname
 """
 
-_FOREIGN_KEYS = """
-SELECT c.relname, a.attname, pc.relname, pa.attname
-FROM pg_constraint k
-JOIN pg_class c ON c.oid = k.conrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_class pc ON pc.oid = k.confrelid
-JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.conkey[1]
-JOIN pg_attribute pa ON pa.attrelid = pc.oid AND pa.attnum = k.confkey[1]
-WHERE k.contype = 'f' AND n.nspname = %s AND pn.nspname = %s AND cardinality(k.conkey) = 1
-ORDER BY c.relname, a.attname
-"""
-
-
-def schema_exists(cur: Any, schema: str) -> bool:
-    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-    return cur.fetchone() is not None
-
-
 def primary_keys(cur: Any, schema: str) -> dict[str, tuple[str, str, str]]:
     """table -> (key column, its declared type, its base type name) for single-column keys."""
     cur.execute(_PRIMARY_KEYS, (schema,))
     return {table: (col, declared, base) for table, col, declared, base in cur.fetchall()}
-
-
-def discover(cur: Any, schema: str = "public") -> Plan:
-    """The plan for every string-keyed table of `schema` and every foreign key to one of them."""
-    if not schema_exists(cur, schema):
-        raise PlanError(f"schema {schema!r} does not exist")
-    keys = primary_keys(cur, schema)
-    migrated = {
-        name: Table(name, col, declared)
-        for name, (col, declared, base) in keys.items()
-        if base in STRING_TYPES and name != MAPPING_TABLE
-    }
-    if schema == LEDGER_SCHEMA:
-        raise PlanError("the ledger schema cannot be migrated")
-    relations, extra_tables = [], {}
-    cur.execute(_FOREIGN_KEYS, (schema, schema))
-    for child, column, parent, parent_col in cur.fetchall():
-        if parent not in migrated or migrated[parent].key != parent_col:
-            continue
-        if child not in migrated and child not in extra_tables:
-            if child not in keys:
-                continue  # no single-column key to cut ranges on; see plan docs
-            col, declared, _ = keys[child]
-            extra_tables[child] = Table(child, col, declared, migrate=False)
-        relations.append(Relation(child, column, parent))
-    if not migrated:
-        raise PlanError(
-            f"schema {schema!r} has no table with a single text/varchar/char primary key"
-        )
-    tables = tuple(migrated.values()) + tuple(extra_tables.values())
-    return validate(Plan(schema, tables, tuple(relations)))
 
 
 def resolve(cur: Any, plan: Plan) -> Plan:

@@ -6,13 +6,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError
+from uuid_migrate.plan.naming import MAX_IDENTIFIER_BYTES, reference_uuid_column
 
 #: The column every migrated table gains, as in the migration guide.
 UUID_COLUMN = "uuid_id"
 #: Name of the old-to-new id table, as in the migration guide.
 MAPPING_TABLE = "id_mappings"
-#: PostgreSQL truncates longer identifiers silently, which would make two names collide.
-MAX_IDENTIFIER_BYTES = 63
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,19 @@ class Relation:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Something discovery found and the migration leaves alone: a table with a string key,
+    or a foreign key to a migrated table, with the reason."""
+
+    kind: str  # "table" or "foreign_key"
+    name: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.kind.replace('_', ' ')} {self.name}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """A whole migration: the schema, its tables in plan order, and their relations."""
 
@@ -58,6 +70,8 @@ class Plan:
     tables: tuple[Table, ...] = ()
     relations: tuple[Relation, ...] = ()
     batch_size: int | None = None
+    #: What the migration leaves alone, and why; said before any change.
+    skipped: tuple[Skipped, ...] = ()
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -76,12 +90,6 @@ class Plan:
 
     def batch_size_of(self, table: str, default: int) -> int:
         return self.table(table).batch_size or self.batch_size or default
-
-
-def reference_uuid_column(column: str) -> str:
-    """`user_id` -> `user_uuid_id`; a column without `_id` just gains the suffix."""
-    base = column[:-3] if column.lower().endswith("_id") and len(column) > 3 else column
-    return f"{base}_uuid_id"
 
 
 def validate(plan: Plan) -> Plan:
@@ -118,8 +126,8 @@ def _check_column_names(plan: Plan) -> None:
         for name in added:
             if len(name.encode()) > MAX_IDENTIFIER_BYTES:
                 raise PlanError(
-                    f"column name {name!r} on {table.name!r} is longer than 63 bytes; "
-                    "set uuid_column for that relation in the plan file"
+                    f"column name {name!r} on {table.name!r} is longer than "
+                    f"{MAX_IDENTIFIER_BYTES} bytes; give that relation a shorter uuid_column"
                 )
             if name in seen:
                 raise PlanError(f"table {table.name!r} would gain column {name!r} twice")
@@ -144,6 +152,8 @@ def to_dict(plan: Plan) -> dict[str, Any]:
         out["batch_size"] = plan.batch_size
     out["tables"] = [_table_dict(t) for t in plan.tables]
     out["relations"] = [_relation_dict(r) for r in plan.relations]
+    if plan.skipped:
+        out["skipped"] = [{"kind": s.kind, "name": s.name, "reason": s.reason} for s in plan.skipped]
     return out
 
 
@@ -172,7 +182,11 @@ def from_dict(data: dict[str, Any]) -> Plan:
         tables = tuple(_table_from(t) for t in data.get("tables", []))
         relations = tuple(_relation_from(r) for r in data.get("relations", []))
         batch_size = data.get("batch_size")
-        return Plan(str(data.get("schema", "public")), tables, relations, batch_size)
+        skipped = tuple(
+            Skipped(str(s.get("kind", "table")), str(s["name"]), str(s.get("reason", "")))
+            for s in data.get("skipped", [])
+        )
+        return Plan(str(data.get("schema", "public")), tables, relations, batch_size, skipped)
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"plan is malformed: {exc}") from None
 

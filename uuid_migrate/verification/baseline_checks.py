@@ -15,7 +15,14 @@ from uuid_migrate.plan.catalog import STRING_TYPES, primary_keys
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import target_conflicts
 from uuid_migrate.verification.check_sql import count_rows, offending, table_names
-from uuid_migrate.verification.report import FAILED, PASSED, CheckResult, info, notice
+from uuid_migrate.verification.report import (
+    FAILED,
+    PASSED,
+    CheckResult,
+    info,
+    left_alone,
+    notice,
+)
 
 
 def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
@@ -33,7 +40,7 @@ def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
         if {rel.table, rel.parent} <= present:
             checks.append(orphaned_references(cur, plan, rel))
     checks.append(targets_free(cur, plan))
-    return checks, present
+    return checks + left_alone(plan), present
 
 
 def key_check(plan: Plan, table: str, keys: dict[str, tuple[str, str, str]]) -> CheckResult:

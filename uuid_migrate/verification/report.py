@@ -47,6 +47,14 @@ def info(name: str, table: str, actual: Any) -> CheckResult:
     return CheckResult(name, table, PASSED, None, actual)
 
 
+def left_alone(plan: Any) -> list[CheckResult]:
+    """A warning for each table or foreign key the plan leaves alone, with the reason."""
+    return [
+        CheckResult("not_migrated", item.name, WARNING, "migrated", item.reason)
+        for item in plan.skipped
+    ]
+
+
 def build_report(phase: str, checks: list[CheckResult], tables: dict[str, Any]) -> dict[str, Any]:
     """The report: timestamp, phase, overallStatus, summary, checks and per-table figures."""
     counts = {s: sum(1 for c in checks if c.status == s) for s in (PASSED, FAILED, WARNING)}

@@ -27,6 +27,7 @@ from uuid_migrate.verification.report import (
     ROLLED_BACK,
     CheckResult,
     build_report,
+    left_alone,
     verdict,
 )
 
@@ -69,7 +70,8 @@ def post_migration_report(
         states = _UNFINISHED if finished is None else (BatchStatus.FAILED,)
         checks.append(post.batches_finished(cur, run_id, states))
     tables = {t.name: _figures(cur, plan, t.name, run_id) for t in plan.migrated()}
-    return build_report(POST if finished is None else IN_PROGRESS, checks, tables)
+    phase = POST if finished is None else IN_PROGRESS
+    return build_report(phase, checks + left_alone(plan), tables)
 
 
 def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""Discovery on a schema with what the migration cannot translate yet: each such table and
+foreign key is named with its reason by `plan`, `validate` and `run`, and in the run's report;
+what it can migrate is migrated, checked with our own SQL."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from producer import commands, status_command, validate_command
+from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.plan import discovery
+
+from .helpers import rows, scalar
+
+pytestmark = pytest.mark.e2e
+
+LONG_COLUMN = "a_reference_whose_name_is_long_enough_to_pass_the_limit_once_id"
+SCHEMA = f"""
+CREATE TABLE users (id text PRIMARY KEY, code text UNIQUE NOT NULL);
+CREATE TABLE orders (id text PRIMARY KEY, user_id text REFERENCES users);
+CREATE TABLE order_items (order_id text REFERENCES orders, sku text, PRIMARY KEY (order_id, sku));
+CREATE TABLE audit (actor text REFERENCES users, what text);
+CREATE TABLE posts (id text PRIMARY KEY, user_code text REFERENCES users (code));
+CREATE TABLE comments (id integer PRIMARY KEY, user_id text REFERENCES users,
+                       {LONG_COLUMN} text REFERENCES users);
+CREATE SCHEMA crm;
+CREATE TABLE crm.contacts (id text PRIMARY KEY);
+CREATE TABLE crm.notes (id text PRIMARY KEY, user_id text REFERENCES public.users);
+CREATE TABLE events (id text PRIMARY KEY) PARTITION BY HASH (id);
+CREATE TABLE events_0 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE events_1 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE event_refs (id text PRIMARY KEY, event_id text REFERENCES events);
+INSERT INTO users SELECT 'u' || i, 'c' || i FROM generate_series(1, 300) i;
+INSERT INTO orders SELECT 'o' || i, 'u' || (1 + i % 300) FROM generate_series(1, 200) i;
+-- integer keys whose text order differs from their order: 1, 10, 100, 1000, 1001, ...
+INSERT INTO comments SELECT i, 'u' || (1 + i % 300), 'u' || (1 + i % 7)
+FROM generate_series(1, 1200) i;
+"""
+
+
+def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(conn, settings):
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA)
+        plan = discovery.discover(cur)
+    reasons = {item.name: item.reason for item in plan.skipped}
+
+    assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs"}
+    assert "composite primary key (order_id, sku)" in _reason(reasons, "public.order_items(order_id)")
+    assert "no primary key" in _reason(reasons, "public.audit(actor)")
+    assert "unique column that is not its primary key" in _reason(reasons, "public.posts(user_code)")
+    assert "from schema crm" in _reason(reasons, "crm.notes(user_id)")
+    assert "--schema crm" in reasons["crm.contacts"]
+    assert "partitioned table" in reasons["public.events"]
+    assert "a partition of events" in reasons["public.events_0"]
+    assert "events is not migrated" in _reason(reasons, "public.event_refs(event_id)")
+    long = next(r for r in plan.relations if r.column == LONG_COLUMN)
+    assert len(long.uuid_column.encode()) <= 63 and long.uuid_column.endswith("_uuid_id")
+
+    toml = commands.plan(settings)
+    assert toml.count("[[skipped]]") == len(plan.skipped) and "order_items" in toml
+    baseline = validate_command.validate(settings)
+    warned = {c["table"] for c in baseline["checks"] if c["name"] == "not_migrated"}
+    assert warned == set(reasons) and baseline["overallStatus"] == "passed"
+
+    out = io.StringIO()
+    result = commands.run(settings, workers=2, out=out)
+
+    assert result.status == RunStatus.SUCCEEDED, out.getvalue()
+    lines = out.getvalue().splitlines()
+    printed = [line for line in lines if line.startswith("not migrated:")]
+    assert len(printed) == len(plan.skipped)
+    assert lines.index(printed[-1]) < next(i for i, line in enumerate(lines) if "worker" in line)
+    report = status_command.status(settings)["validation"]
+    assert {c["table"] for c in report["checks"] if c["name"] == "not_migrated"} == set(reasons)
+    _assert_translated(conn, "comments", "user_id", "user_uuid_id")
+    _assert_translated(conn, "comments", LONG_COLUMN, long.uuid_column)
+    assert scalar(conn, "SELECT count(*) FROM orders WHERE uuid_id IS NULL") == 0
+    _assert_integer_batches_match(conn, result.run_id)
+
+
+def _reason(reasons: dict[str, str], start: str) -> str:
+    found = [reason for name, reason in reasons.items() if name.startswith(start)]
+    assert len(found) == 1, (start, reasons)
+    return found[0]
+
+
+def _assert_translated(conn, table: str, column: str, target: str) -> None:
+    wrong = scalar(
+        conn,
+        f'SELECT count(*) FROM {table} c LEFT JOIN users u ON u.id = c."{column}" '
+        f'WHERE c."{target}" IS DISTINCT FROM u.uuid_id',
+    )
+    assert wrong == 0 and scalar(conn, f'SELECT count("{target}") FROM {table}') > 0
+
+
+def _assert_integer_batches_match(conn, run_id: str) -> None:
+    """Batches over an integer key are cut in the key's own order: each planned row count is
+    the rows it changed, and the stage's total is the table's row count."""
+    stage = "comments:references"
+    assert scalar(
+        conn,
+        "SELECT total_rows FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
+        (run_id, stage),
+    ) == scalar(conn, "SELECT count(*) FROM comments")
+    batches = rows(
+        conn,
+        "SELECT batch_no, planned_rows, rows FROM uuid_migration.batches "
+        "WHERE run_id = %s AND stage = %s ORDER BY batch_no",
+        (run_id, stage),
+    )
+    assert len(batches) > 1 and all(planned == done for _, planned, done in batches), batches

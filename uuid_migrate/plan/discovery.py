@@ -1,0 +1,183 @@
+"""Discovery from pg_catalog: the string-keyed tables of a schema, every foreign key to them,
+and, for each one the migration leaves alone, the reason.
+
+Nothing is skipped silently: a table with a string primary key that is not migrated, or a
+foreign key to a migrated table that is not translated, is listed in the plan's `skipped`
+with why, so `plan`, `validate` and `run` can say so before anything changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from uuid_migrate.errors import PlanError
+from uuid_migrate.identifiers import LEDGER_SCHEMA
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Relation, Skipped, Table, validate
+from uuid_migrate.plan.naming import distinct_reference_columns
+
+#: Key types we migrate: text, varchar and char (and domains over them).
+STRING_TYPES = ("text", "varchar", "bpchar")
+#: Schemas that are never the application's.
+_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", LEDGER_SCHEMA)
+
+_TABLES = """
+SELECT n.nspname, c.relname, c.relkind, c.relispartition,
+       (SELECT pc.relname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+        WHERE i.inhrelid = c.oid LIMIT 1),
+       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.num ORDER BY u.ord),
+       (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+        WHERE a.attrelid = c.oid AND a.attnum = k.conkey[1]),
+       (SELECT bt.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+        WHERE a.attrelid = c.oid AND a.attnum = k.conkey[1])
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'p'
+WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
+ORDER BY n.nspname, c.relname
+"""
+
+_FOREIGN_KEYS = """
+SELECT k.conname, n.nspname, c.relname,
+       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.num ORDER BY u.ord),
+       pc.relname,
+       ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(num, ord)
+             JOIN pg_attribute a ON a.attrelid = pc.oid AND a.attnum = u.num ORDER BY u.ord),
+       c.relispartition
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE k.contype = 'f' AND pn.nspname = %s AND n.nspname NOT LIKE 'pg\\_%%'
+  AND k.conparentid = 0
+ORDER BY n.nspname, c.relname, k.conname
+"""
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A table as the catalog shows it."""
+
+    schema: str
+    name: str
+    kind: str
+    is_partition: bool
+    partition_of: str | None
+    key: tuple[str, ...]
+    key_type: str | None
+    key_base: str | None
+
+    @property
+    def string_key(self) -> bool:
+        return len(self.key) == 1 and self.key_base in STRING_TYPES
+
+
+def schema_exists(cur: Any, schema: str) -> bool:
+    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+    return cur.fetchone() is not None
+
+
+def discover(cur: Any, schema: str = "public") -> Plan:
+    """The plan for every string-keyed table of `schema` and every foreign key to one of them,
+    with what is left alone and why."""
+    if schema == LEDGER_SCHEMA:
+        raise PlanError("the ledger schema cannot be migrated")
+    if not schema_exists(cur, schema):
+        raise PlanError(f"schema {schema!r} does not exist")
+    cur.execute(_TABLES, (list(_SYSTEM_SCHEMAS),))
+    found = [_Found(*row[:5], tuple(row[5]), row[6], row[7]) for row in cur.fetchall()]
+    here = {t.name: t for t in found if t.schema == schema}
+    migrated: dict[str, Table] = {}
+    skipped: list[Skipped] = []
+    for t in found:
+        if t.string_key and t.name != MAPPING_TABLE:
+            reason = _why_not_migrated(t, schema)
+            if reason is None:
+                migrated[t.name] = Table(t.name, t.key[0], t.key_type or "text")
+            else:
+                skipped.append(Skipped("table", f"{t.schema}.{t.name}", reason))
+    if not migrated:
+        raise PlanError(_nothing_found(schema, found))
+    relations, children = _relations(cur, schema, here, migrated, skipped)
+    plan = Plan(
+        schema,
+        tuple(migrated.values()) + tuple(children.values()),
+        tuple(distinct_reference_columns(relations)),
+        skipped=tuple(skipped),
+    )
+    return validate(plan)
+
+
+def _why_not_migrated(t: _Found, schema: str) -> str | None:
+    if t.schema != schema:
+        return f"in schema {t.schema}: only schema {schema!r} is discovered (--schema {t.schema})"
+    if t.partition_of:
+        return f"a partition of {t.partition_of}: partitioned tables are not migrated yet"
+    if t.kind == "p":
+        return "a partitioned table: partitioned tables are not migrated yet"
+    return None
+
+
+def _relations(
+    cur: Any, schema: str, here: dict[str, _Found], migrated: dict[str, Table],
+    skipped: list[Skipped],
+) -> tuple[list[Relation], dict[str, Table]]:  # fmt: skip
+    """Each foreign key to a migrated table, as a relation or as skipped with the reason."""
+    relations: list[Relation] = []
+    children: dict[str, Table] = {}
+    cur.execute(_FOREIGN_KEYS, (schema,))
+    left_alone = {s.name for s in skipped if s.kind == "table"}
+    for name, child_schema, child, columns, parent, parent_columns, is_part in cur.fetchall():
+        label = f"{child_schema}.{child}({', '.join(columns)}) -> {parent}({', '.join(parent_columns)})"
+        if parent not in migrated:
+            if f"{schema}.{parent}" in left_alone:
+                skipped.append(
+                    Skipped("foreign_key", f"{label} [{name}]", f"{parent} is not migrated")
+                )
+            continue
+        reason = _why_not_translated(
+            child_schema, child, columns, parent_columns, is_part, schema, here, migrated[parent]
+        )
+        if reason:
+            skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
+            continue
+        if child not in migrated and child not in children:
+            info = here[child]
+            children[child] = Table(child, info.key[0], info.key_type or "text", migrate=False)
+        relations.append(Relation(child, columns[0], parent))
+    return relations, children
+
+
+def _why_not_translated(
+    child_schema: str, child: str, columns: list[str], parent_columns: list[str],
+    is_partition: bool, schema: str, here: dict[str, _Found], parent: Table,
+) -> str | None:  # fmt: skip
+    if len(columns) > 1:
+        return "a composite foreign key: not translated yet"
+    if parent_columns[0] != parent.key:
+        return (
+            f"references {parent.name}.{parent_columns[0]}, a unique column that is not its "
+            f"primary key ({parent.key}): not translated yet"
+        )
+    if child_schema != schema:
+        return f"from schema {child_schema}: references from other schemas are not translated yet"
+    info = here.get(child)
+    if info is None or is_partition or info.partition_of or info.kind == "p":
+        return "from a partitioned table: not translated yet"
+    if not info.key:
+        return f"{child} has no primary key to cut batches on: not translated yet"
+    if len(info.key) > 1:
+        return (
+            f"{child} has a composite primary key ({', '.join(info.key)}) to cut batches on: "
+            "not translated yet"
+        )
+    return None
+
+
+def _nothing_found(schema: str, found: list[_Found]) -> str:
+    elsewhere = sorted({t.schema for t in found if t.string_key and t.schema != schema})
+    message = f"schema {schema!r} has no table with a single text/varchar/char primary key"
+    if elsewhere:
+        message += f"; schemas with such tables: {', '.join(elsewhere)} (use --schema)"
+    return message
