@@ -129,7 +129,8 @@ in (c)'s start-up and planning; its post-migration report in its validation phas
 users / dashboards rows/s, one statement: {then_a} there, {now_a} here; 2-process ceiling:
 {then_b} there, {now_b} here; ceiling over one statement {then_ratio} there, {now_ratio} here.
 There the statement was an UPDATE feeding an INSERT into `id_mappings`; here it also translates
-`user_id` and `clinic_id` through correlated subqueries and collects orphans.
+references through correlated subqueries (dashboards.user_id, providers.clinic_id) and
+collects orphans.
 """
 
 

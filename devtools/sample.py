@@ -23,7 +23,6 @@ CREATE TABLE clinics (
 CREATE TABLE dashboards (
     id text PRIMARY KEY,
     user_id text REFERENCES users (id),
-    clinic_id text REFERENCES clinics (id),
     title text NOT NULL
 );
 CREATE TABLE providers (
@@ -67,10 +66,10 @@ def fill(cur: Any, size: SampleSize) -> None:
         (size.clinics,),
     )
     cur.execute(
-        "INSERT INTO dashboards (id, user_id, clinic_id, title) SELECT 'dsh_' || md5(i::text), "
+        "INSERT INTO dashboards (id, user_id, title) SELECT 'dsh_' || md5(i::text), "
         "CASE WHEN i %% 50 = 0 THEN NULL ELSE 'usr_' || md5((1 + i %% %s)::text) END, "
-        "'cln_' || md5((1 + i %% %s)::text), 'Dashboard ' || i FROM generate_series(1, %s) i",
-        (size.users, size.clinics, size.dashboards),
+        "'Dashboard ' || i FROM generate_series(1, %s) i",
+        (size.users, size.dashboards),
     )
     cur.execute(
         "INSERT INTO providers (id, clinic_id, name) SELECT 'prv_' || md5(i::text), "

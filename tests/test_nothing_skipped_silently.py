@@ -9,6 +9,7 @@ import io
 import pytest
 
 from producer import commands, status_command, validate_command
+from uuid_migrate.errors import PlanError
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import discovery
 
@@ -32,8 +33,10 @@ CREATE TABLE events (id text PRIMARY KEY) PARTITION BY HASH (id);
 CREATE TABLE events_0 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE events_1 PARTITION OF events FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 CREATE TABLE event_refs (id text PRIMARY KEY, event_id text REFERENCES events);
-INSERT INTO users SELECT 'u' || i, 'c' || i FROM generate_series(1, 300) i;
+-- codes in the reverse order of ids: a translation through the key would pick other rows
+INSERT INTO users SELECT 'u' || i, 'c' || (301 - i) FROM generate_series(1, 300) i;
 INSERT INTO orders SELECT 'o' || i, 'u' || (1 + i % 300) FROM generate_series(1, 200) i;
+INSERT INTO posts SELECT 'p' || i, 'c' || (1 + i % 300) FROM generate_series(1, 150) i;
 -- integer keys whose text order differs from their order: 1, 10, 100, 1000, 1001, ...
 INSERT INTO comments SELECT i, 'u' || (1 + i % 300), 'u' || (1 + i % 7)
 FROM generate_series(1, 1200) i;
@@ -49,12 +52,13 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs"}
     assert "composite primary key (order_id, sku)" in _reason(reasons, "public.order_items(order_id)")
     assert "no primary key" in _reason(reasons, "public.audit(actor)")
-    assert "unique column that is not its primary key" in _reason(reasons, "public.posts(user_code)")
     assert "from schema crm" in _reason(reasons, "crm.notes(user_id)")
     assert "--schema crm" in reasons["crm.contacts"]
     assert "partitioned table" in reasons["public.events"]
     assert "a partition of events" in reasons["public.events_0"]
     assert "events is not migrated" in _reason(reasons, "public.event_refs(event_id)")
+    through_code = next(r for r in plan.relations if r.table == "posts")
+    assert (through_code.column, through_code.parent_column) == ("user_code", "code")
     long = next(r for r in plan.relations if r.column == LONG_COLUMN)
     assert len(long.uuid_column.encode()) <= 63 and long.uuid_column.endswith("_uuid_id")
 
@@ -75,6 +79,7 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     report = status_command.status(settings)["validation"]
     assert {c["table"] for c in report["checks"] if c["name"] == "not_migrated"} == set(reasons)
     _assert_translated(conn, "comments", "user_id", "user_uuid_id")
+    _assert_translated(conn, "posts", "user_code", "user_code_uuid_id", parent_column="code")
     _assert_translated(conn, "comments", LONG_COLUMN, long.uuid_column)
     assert scalar(conn, "SELECT count(*) FROM orders WHERE uuid_id IS NULL") == 0
     _assert_integer_batches_match(conn, result.run_id)
@@ -86,10 +91,10 @@ def _reason(reasons: dict[str, str], start: str) -> str:
     return found[0]
 
 
-def _assert_translated(conn, table: str, column: str, target: str) -> None:
+def _assert_translated(conn, table: str, column: str, target: str, parent_column: str = "id") -> None:
     wrong = scalar(
         conn,
-        f'SELECT count(*) FROM {table} c LEFT JOIN users u ON u.id = c."{column}" '
+        f'SELECT count(*) FROM {table} c LEFT JOIN users u ON u."{parent_column}" = c."{column}" '
         f'WHERE c."{target}" IS DISTINCT FROM u.uuid_id',
     )
     assert wrong == 0 and scalar(conn, f'SELECT count("{target}") FROM {table}') > 0
@@ -111,3 +116,34 @@ def _assert_integer_batches_match(conn, run_id: str) -> None:
         (run_id, stage),
     )
     assert len(batches) > 1 and all(planned == done for _, planned, done in batches), batches
+
+
+def test_a_reference_declared_by_hand_to_a_unique_column_is_translated_through_it(
+    conn, settings, tmp_path
+):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE users (id text PRIMARY KEY, code text UNIQUE, nick text);"
+            "CREATE TABLE posts (id text PRIMARY KEY, author text);"  # no constraint
+            "INSERT INTO users SELECT 'u' || i, 'c' || (101 - i), 'n' FROM generate_series(1, 100) i;"
+            "INSERT INTO posts SELECT 'p' || i, 'c' || i FROM generate_series(1, 120) i"
+        )
+    plan = tmp_path / "plan.toml"
+    text = (
+        '[[tables]]\nname = "users"\n[[tables]]\nname = "posts"\n'
+        '[[relations]]\ntable = "posts"\ncolumn = "author"\nparent = "users"\n'
+        'parent_column = "{}"\ndeclared = false\n'
+    )
+    plan.write_text(text.format("nick"))
+    with pytest.raises(PlanError, match=r"users\.nick is not unique"):
+        commands.run(settings, plan_file=str(plan), out=io.StringIO())
+    assert scalar(conn, "SELECT to_regclass('uuid_migration.runs') IS NULL")  # nothing changed
+
+    plan.write_text(text.format("code"))
+    result = commands.run(settings, plan_file=str(plan), workers=2, out=io.StringIO())
+
+    assert result.status == RunStatus.SUCCEEDED
+    _assert_translated(conn, "posts", "author", "author_uuid_id", parent_column="code")
+    orphans = rows(conn, "SELECT row_id, error FROM uuid_migration.errors ORDER BY row_id")
+    assert [r for r, _ in orphans] == [f"p{i}" for i in range(101, 121)]  # c101..c120: none
+    assert all("no users row with code = " in e for _, e in orphans)

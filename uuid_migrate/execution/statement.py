@@ -22,11 +22,10 @@ _CHILD = sql.Identifier("c")
 
 def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
     """The parent's UUID for the child's reference; NULL when the parent row is missing."""
-    parent = plan.table(rel.parent)
     return sql.SQL("(SELECT p.{uuid} FROM {parent} AS p WHERE p.{key} = c.{col})").format(
         uuid=sql.Identifier(UUID_COLUMN),
         parent=qualified(plan.schema, rel.parent),
-        key=sql.Identifier(parent.key),
+        key=sql.Identifier(plan.parent_column(rel)),
         col=sql.Identifier(rel.column),
     )
 
@@ -90,9 +89,9 @@ def _orphans_cte(plan: Plan, stage: Stage, run_id: str) -> sql.Composed:
 
 def _orphan_select(plan: Plan, stage: Stage, run_id: str, i: int, rel: Relation) -> sql.Composed:
     """Rows whose reference names a parent row that does not exist (not merely one not yet done)."""
-    parent = plan.table(rel.parent)
+    key = plan.parent_column(rel)
     ref = sql.Identifier(f"ref{i}")
-    message = f"orphaned reference: no {rel.parent} row with {parent.key} = "
+    message = f"orphaned reference: no {rel.parent} row with {key} = "
     return sql.SQL(
         "SELECT {run}, {table}, u.old_id, {column}, {message} || quote_literal(u.{ref}), "
         "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', u.{ref}) "
@@ -108,7 +107,7 @@ def _orphan_select(plan: Plan, stage: Stage, run_id: str, i: int, rel: Relation)
         ref_uuid=sql.Identifier(f"ref{i}_uuid"),
         raw=sql.Identifier(f"ref{i}_raw"),
         parent=qualified(plan.schema, rel.parent),
-        key=sql.Identifier(parent.key),
+        key=sql.Identifier(key),
     )
 
 

@@ -42,6 +42,9 @@ def resolve(cur: Any, plan: Plan) -> Plan:
     resolved = replace(plan, tables=tables)
     for rel in plan.relations:
         _require_column(cur, plan.schema, rel.table, rel.column)
+        if rel.parent_column:
+            _require_column(cur, plan.schema, rel.parent, rel.parent_column)
+            _require_unique(cur, plan.schema, rel.parent, rel.parent_column)
     return validate(resolved)
 
 
@@ -71,6 +74,22 @@ def _require_column(cur: Any, schema: str, table: str, column: str) -> None:
     )
     if cur.fetchone() is None:
         raise PlanError(f"column {table}.{column} does not exist")
+
+
+def _require_unique(cur: Any, schema: str, table: str, column: str) -> None:
+    """A reference through a column other than the key needs that column unique, or one
+    value could name two parent rows."""
+    cur.execute(
+        "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
+        "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = %s",
+        (regclass_text(schema, table), column),
+    )
+    if cur.fetchone() is None:
+        raise PlanError(
+            f"column {table}.{column} is not unique, so a reference to it could name several "
+            f"{table} rows: add a unique constraint on it, or reference the primary key"
+        )
 
 
 def check_type_name(cur: Any, type_name: str) -> None:

@@ -136,30 +136,24 @@ def _relations(
                     Skipped("foreign_key", f"{label} [{name}]", f"{parent} is not migrated")
                 )
             continue
-        reason = _why_not_translated(
-            child_schema, child, columns, parent_columns, is_part, schema, here, migrated[parent]
-        )
+        reason = _why_not_translated(child_schema, child, columns, is_part, schema, here)
         if reason:
             skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
             continue
         if child not in migrated and child not in children:
             info = here[child]
             children[child] = Table(child, info.key[0], info.key_type or "text", migrate=False)
-        relations.append(Relation(child, columns[0], parent))
+        unique = parent_columns[0] if parent_columns[0] != migrated[parent].key else ""
+        relations.append(Relation(child, columns[0], parent, parent_column=unique))
     return relations, children
 
 
 def _why_not_translated(
-    child_schema: str, child: str, columns: list[str], parent_columns: list[str],
-    is_partition: bool, schema: str, here: dict[str, _Found], parent: Table,
+    child_schema: str, child: str, columns: list[str], is_partition: bool, schema: str,
+    here: dict[str, _Found],
 ) -> str | None:  # fmt: skip
     if len(columns) > 1:
         return "a composite foreign key: not translated yet"
-    if parent_columns[0] != parent.key:
-        return (
-            f"references {parent.name}.{parent_columns[0]}, a unique column that is not its "
-            f"primary key ({parent.key}): not translated yet"
-        )
     if child_schema != schema:
         return f"from schema {child_schema}: references from other schemas are not translated yet"
     info = here.get(child)

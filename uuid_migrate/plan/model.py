@@ -36,13 +36,15 @@ class Table:
 
 @dataclass(frozen=True)
 class Relation:
-    """A reference `table.column -> parent.key`, translated into `table.uuid_column`."""
+    """A reference `table.column -> parent.parent_column` (the parent's key unless named:
+    a unique column), translated into `table.uuid_column`, the `uuid_id` of that row."""
 
     table: str
     column: str
     parent: str
     uuid_column: str = ""
     declared: bool = True
+    parent_column: str = ""
 
     def __post_init__(self) -> None:
         if not self.uuid_column:
@@ -81,6 +83,10 @@ class Plan:
 
     def migrated(self) -> tuple[Table, ...]:
         return tuple(t for t in self.tables if t.migrate)
+
+    def parent_column(self, rel: Relation) -> str:
+        """The parent's column a reference names: a unique column, or the parent's key."""
+        return rel.parent_column or self.table(rel.parent).key
 
     def relations_of(self, table: str) -> tuple[Relation, ...]:
         return tuple(r for r in self.relations if r.table == table)
@@ -171,6 +177,8 @@ def _table_dict(table: Table) -> dict[str, Any]:
 def _relation_dict(rel: Relation) -> dict[str, Any]:
     out: dict[str, Any] = {"table": rel.table, "column": rel.column, "parent": rel.parent}
     out["uuid_column"] = rel.uuid_column
+    if rel.parent_column:
+        out["parent_column"] = rel.parent_column
     if not rel.declared:
         out["declared"] = False
     return out
@@ -214,4 +222,5 @@ def _relation_from(data: dict[str, Any]) -> Relation:
         parent=str(data["parent"]),
         uuid_column=str(data.get("uuid_column", "")),
         declared=bool(data.get("declared", True)),
+        parent_column=str(data.get("parent_column", "")),
     )

@@ -35,9 +35,19 @@ def load_text(text: str, source: str = "plan") -> Plan:
     return from_dict(data)
 
 
+#: Written as `[[name]]` sections, one entry each, however few there are.
+_SECTIONS = ("tables", "relations", "skipped")
+
+
 def dumps(plan: Plan) -> str:
     header = (
         "# uuid-migrate plan: edit to restrict tables, add extra columns, declare relations\n"
-        "# without a constraint (declared = false) or set batch_size per table.\n"
+        "# without a constraint (declared = false) or set batch_size per table. [[skipped]]\n"
+        "# lists what discovery found and leaves alone, with the reason.\n"
     )
-    return header + tomli_w.dumps(to_dict(plan))
+    data = to_dict(plan)
+    text = tomli_w.dumps({k: v for k, v in data.items() if k not in _SECTIONS})
+    for section in _SECTIONS:
+        for entry in data.get(section, []):
+            text += f"\n[[{section}]]\n" + tomli_w.dumps(entry)
+    return header + text

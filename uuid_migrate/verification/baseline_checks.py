@@ -77,7 +77,7 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
     ).format(
         col=sql.Identifier(rel.column),
         parent=qualified(plan.schema, rel.parent),
-        pk=sql.Identifier(plan.table(rel.parent).key),
+        pk=sql.Identifier(plan.parent_column(rel)),
         **names,
     )
     found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))

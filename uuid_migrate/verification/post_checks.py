@@ -118,5 +118,5 @@ def _relation_names(plan: Plan, rel: Relation) -> dict[str, sql.Composable]:
         "col": sql.Identifier(rel.column),
         "target": sql.Identifier(rel.uuid_column),
         "parent": qualified(plan.schema, rel.parent),
-        "pk": sql.Identifier(plan.table(rel.parent).key),
+        "pk": sql.Identifier(plan.parent_column(rel)),
     }
