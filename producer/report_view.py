@@ -29,6 +29,10 @@ def render(report: dict[str, Any]) -> str:
                 ", ".join(check["sample"][:3]) + (" ..." if len(check["sample"]) > 3 else ""),
             )
         )
+    left_alone = [c for c in report["checks"] if c["name"] == "not_migrated"]
+    if left_alone:
+        lines += ["", "NOT MIGRATED (the migration leaves these alone):"]
+        lines += [f"  {c['table']}: {c['actual']}" for c in left_alone]
     if report["tables"]:
         lines += ["", f"{'TABLE':<28} {'TOTAL':>12} {'MIGRATED':>12} {'FAILED':>10} {'DURATION ms':>12}"]
         for name, t in report["tables"].items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from producer.report_view import render
-from uuid_migrate.plan.model import ExtraColumn, Plan, Relation, Table
+from uuid_migrate.plan.model import ExtraColumn, Plan, Relation, Skipped, Table
 from uuid_migrate.retrying import compute_backoff
 from uuid_migrate.schema.apply import DDL_BACKOFF_MAX_MS, DDL_BACKOFF_MS
 from uuid_migrate.schema.steps import AddColumn, CreateMappingTable, additive_steps, index_steps
@@ -13,6 +13,7 @@ from uuid_migrate.verification.report import (
     WARNING,
     build_report,
     info,
+    left_alone,
     notice,
     verdict,
 )
@@ -91,3 +92,11 @@ def test_ddl_lock_backoff_is_the_one_backoff_doubling_from_half_a_second_and_cap
 
     assert [ceiling(a) for a in range(1, 5)] == [0.5, 1.0, 2.0, 4.0]
     assert ceiling(10) == DDL_BACKOFF_MAX_MS / 1000
+
+
+def test_the_readable_report_lists_what_is_not_migrated_with_the_whole_reason():
+    reason = "order_items has a composite primary key (order_id, sku): not translated yet"
+    plan = Plan("public", (Table("orders", "id"),), skipped=(Skipped("foreign_key", "fk", reason),))
+    report = build_report("pre", left_alone(plan), {})
+    assert report["overallStatus"] == PASSED and report["summary"]["warnings"] == 1
+    assert f"  fk: {reason}" in render(report).splitlines()
