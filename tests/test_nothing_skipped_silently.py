@@ -147,3 +147,33 @@ def test_a_reference_declared_by_hand_to_a_unique_column_is_translated_through_i
     orphans = rows(conn, "SELECT row_id, error FROM uuid_migration.errors ORDER BY row_id")
     assert [r for r, _ in orphans] == [f"p{i}" for i in range(101, 121)]  # c101..c120: none
     assert all("no users row with code = " in e for _, e in orphans)
+
+
+def test_orphans_of_a_references_stage_are_recorded_and_the_run_passes(conn, settings, tmp_path):
+    """A table that is only translated (not migrated) and a deferred self-reference: their
+    orphans keep a NULL translation, which no write touches, and still get their records."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE users (id text PRIMARY KEY, boss text);"
+            "CREATE TABLE logs (id integer PRIMARY KEY, who text);"  # no constraint
+            "INSERT INTO users SELECT 'u' || i, 'u' || (i + 5) FROM generate_series(1, 100) i;"
+            "INSERT INTO logs SELECT i, 'u' || i FROM generate_series(1, 130) i"
+        )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[tables]]\nname = "users"\n[[tables]]\nname = "logs"\nmigrate = false\n'
+        '[[relations]]\ntable = "users"\ncolumn = "boss"\nparent = "users"\ndeclared = false\n'
+        '[[relations]]\ntable = "logs"\ncolumn = "who"\nparent = "users"\ndeclared = false\n'
+    )
+
+    result = commands.run(settings, plan_file=str(plan), workers=2, out=io.StringIO())
+
+    assert result.status == RunStatus.SUCCEEDED, result
+    recorded = rows(
+        conn, "SELECT table_name, row_id, column_name FROM uuid_migration.errors ORDER BY 1, 2"
+    )
+    logs = sorted(str(i) for i in range(101, 131))
+    bosses = sorted(f"u{i}" for i in range(96, 101))  # u101..u105 do not exist
+    assert recorded == [("logs", r, "who") for r in logs] + [("users", r, "boss") for r in bosses]
+    _assert_translated(conn, "logs", "who", "who_uuid_id")
+    _assert_translated(conn, "users", "boss", "boss_uuid_id")

@@ -34,7 +34,9 @@ def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) 
     """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
     ctes = [_update_cte(plan, stage, key_range)]
     ctes.append(_mapping_cte(plan, stage) if stage.assigns_uuid else _empty_cte("mapped"))
-    ctes.append(_orphans_cte(plan, stage, run_id) if stage.relations else _empty_cte("orphans"))
+    ctes.append(
+        _orphans_cte(plan, stage, run_id, key_range) if stage.relations else _empty_cte("orphans")
+    )
     return sql.SQL(
         "WITH {} SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM mapped), "
         "(SELECT count(*) FROM orphans)"
@@ -81,8 +83,12 @@ def _mapping_cte(plan: Plan, stage: Stage) -> sql.Composed:
     ).format(mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table))
 
 
-def _orphans_cte(plan: Plan, stage: Stage, run_id: str) -> sql.Composed:
+def _orphans_cte(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
     selects = [_orphan_select(plan, stage, run_id, i, rel) for i, rel in enumerate(stage.relations)]
+    if not stage.assigns_uuid:
+        # A references stage writes only rows whose translation changes, so an orphan whose
+        # translation is NULL already is not among them: found in the range instead.
+        selects += [_unwritten_orphans(plan, stage, run_id, rel, key_range) for rel in stage.relations]
     insert = error_records.orphan_insert(sql.SQL(" UNION ALL ").join(selects))
     return sql.SQL("orphans AS ({})").format(insert)
 
@@ -106,6 +112,37 @@ def _orphan_select(plan: Plan, stage: Stage, run_id: str, i: int, rel: Relation)
         ref=ref,
         ref_uuid=sql.Identifier(f"ref{i}_uuid"),
         raw=sql.Identifier(f"ref{i}_raw"),
+        parent=qualified(plan.schema, rel.parent),
+        key=sql.Identifier(key),
+    )
+
+
+def _unwritten_orphans(
+    plan: Plan, stage: Stage, run_id: str, rel: Relation, key_range: KeyRange
+) -> sql.Composed:
+    """Rows of the range the statement leaves alone that reference no parent row: NULL
+    translation, a value, not written by `upd` (a hash anti-join, so the parent is looked up
+    only for those few rows)."""
+    key = plan.parent_column(rel)
+    own_key = sql.Identifier(plan.table(stage.table).key)
+    message = f"orphaned reference: no {rel.parent} row with {key} = "
+    return sql.SQL(
+        "SELECT {run}, {table}, o.{own}::text, {column}, {message} || quote_literal(o.{col}::text), "
+        "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', o.{col}::text) "
+        "FROM {source} AS o WHERE {range} AND o.{col} IS NOT NULL AND o.{target} IS NULL "
+        "AND NOT EXISTS (SELECT 1 FROM upd AS u WHERE u.old_id = o.{own}::text) "
+        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = o.{col})"
+    ).format(
+        run=sql.Literal(run_id),
+        table=sql.Literal(stage.table),
+        own=own_key,
+        column=sql.Literal(rel.column),
+        message=sql.Literal(message),
+        col=sql.Identifier(rel.column),
+        parent_name=sql.Literal(rel.parent),
+        source=qualified(plan.schema, stage.table),
+        range=range_condition(sql.Identifier("o"), plan.table(stage.table).key, key_range),
+        target=sql.Identifier(rel.uuid_column),
         parent=qualified(plan.schema, rel.parent),
         key=sql.Identifier(key),
     )
