@@ -24,7 +24,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from devtools import bench_safety, sample
+from devtools import bench_cuts, bench_safety, sample
 from devtools.bench_methods import ceiling, run_tool, single_statements
 from devtools.bench_report import TABLES, Result, environment, render
 from uuid_migrate import db
@@ -107,7 +107,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m devtools.bench", description=__doc__.split("\n")[0])
     defaults = {"users": 1_000_000, "clinics": 100_000, "dashboards": 2_000_000}
-    defaults |= {"providers": 300_000, "batch-size": 10_000, "workers": 2}
+    defaults |= {"providers": 300_000, "batch-size": 10_000, "workers": 2, "cut-rows": 500_000}
     for name, default in defaults.items():
         p.add_argument(f"--{name}", type=positive, default=default, help=f"default {default:,}")
     p.add_argument("--output", default="BENCHMARKS.md", help="report (default BENCHMARKS.md)")
@@ -130,6 +130,18 @@ def measure(
             result.safety = bench_safety.after_run(url)
     log(f"({result.key}) {result.seconds:.1f} s")
     return result
+
+
+def cuts(server: str, pristine: str, args: argparse.Namespace) -> str:
+    """Key, composite-key and block-range batches on referencing tables of one size."""
+    users = max(args.cut_rows // 5, 1)
+    with scratch_db(server, f"{pristine}_cuts") as url:
+        log(f"building 3 x {args.cut_rows:,} referencing rows for the cuts")
+        bench_cuts.build(url, users, args.cut_rows)
+        log("(cuts) `uuid-migrate run` on key, composite and block ranges")
+        measured = bench_cuts.measure(url, args)
+    log(f"(cuts) {measured['wall']:.1f} s")
+    return bench_cuts.render(measured, users, args.cut_rows, args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         info["build"] = time.perf_counter() - started
         info["baseline"] = bench_safety.baseline(url)
         results = [measure(server, pristine, plan, args, r, m) for r, m in methods]
-    text = render(args, info, results)
+    text = render(args, info, results) + "\n" + cuts(server, pristine, args)
     Path(args.output).write_text(text)
     print(text)
     return 0

@@ -22,6 +22,7 @@ from devtools.bench_report import Batch, Result, batch_notes, explain_run, spans
 from uuid_migrate import db
 from uuid_migrate.execution.statement import batch_statement
 from uuid_migrate.ledger import runs
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.keywalk import walk_ranges
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.plan.ranges import KeyRange
@@ -80,9 +81,9 @@ def ceiling(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> N
     with db.connection(url) as conn, conn.cursor() as cur:
         ranges = {}
         for s in stages(plan):
-            key = plan.table(s.table).key
+            cut = cut_of(plan.table(s.table))
             ranges[s.name] = [
-                r for r, _ in walk_ranges(cur, plan.schema, s.table, key, args.batch_size)
+                r for r, _ in walk_ranges(cur, plan.schema, s.table, cut, args.batch_size)
             ]
     walk_s, batches = time.perf_counter() - started, []
     with multiprocessing.get_context("fork").Pool(args.workers, _open_connection, (url,)) as pool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.keywalk import walk_ranges
 from uuid_migrate.plan.model import Plan, from_dict, to_dict
 from uuid_migrate.plan.stages import stages as plan_stages
@@ -102,7 +103,7 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, defa
         _refuse_if_fenced(cur, run_id)
         batches.clear_stage(cur, run_id, stage)
         count, total, chunk = 0, 0, []
-        for key_range, rows in walk_ranges(cur, plan.schema, table, spec.key, size):
+        for key_range, rows in walk_ranges(cur, plan.schema, table, cut_of(spec), size):
             chunk.append((key_range, rows))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:

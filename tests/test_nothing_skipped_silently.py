@@ -5,6 +5,7 @@ what it can migrate is migrated, checked with our own SQL."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 
@@ -37,6 +38,9 @@ CREATE TABLE event_refs (id text PRIMARY KEY, event_id text REFERENCES events);
 INSERT INTO users SELECT 'u' || i, 'c' || (301 - i) FROM generate_series(1, 300) i;
 INSERT INTO orders SELECT 'o' || i, 'u' || (1 + i % 300) FROM generate_series(1, 200) i;
 INSERT INTO posts SELECT 'p' || i, 'c' || (1 + i % 300) FROM generate_series(1, 150) i;
+INSERT INTO order_items SELECT 'o' || o, 'sku-' || k FROM generate_series(1, 200) o,
+    generate_series(1, 3) k;
+INSERT INTO audit SELECT 'u' || (1 + i % 300), 'did ' || i FROM generate_series(1, 2000) i;
 -- integer keys whose text order differs from their order: 1, 10, 100, 1000, 1001, ...
 INSERT INTO comments SELECT i, 'u' || (1 + i % 300), 'u' || (1 + i % 7)
 FROM generate_series(1, 1200) i;
@@ -50,8 +54,12 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     reasons = {item.name: item.reason for item in plan.skipped}
 
     assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs"}
-    assert "composite primary key (order_id, sku)" in _reason(reasons, "public.order_items(order_id)")
-    assert "no primary key" in _reason(reasons, "public.audit(actor)")
+    assert not any(name.startswith("public.order_items") for name in reasons)
+    items = plan.table("order_items")
+    assert (items.migrate, items.key_columns) == (False, ("order_id", "sku"))
+    assert not any(name.startswith("public.audit") for name in reasons)
+    audit = plan.table("audit")
+    assert (audit.key, audit.key_columns) == ("", ())  # cut over its blocks
     assert "from schema crm" in _reason(reasons, "crm.notes(user_id)")
     assert "--schema crm" in reasons["crm.contacts"]
     assert "partitioned table" in reasons["public.events"]
@@ -63,7 +71,9 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     assert len(long.uuid_column.encode()) <= 63 and long.uuid_column.endswith("_uuid_id")
 
     toml = commands.plan(settings)
-    assert toml.count("\n[[skipped]]\n") == len(plan.skipped) and "order_items" in toml
+    assert toml.count("\n[[skipped]]\n") == len(plan.skipped) and "crm.notes" in toml
+    assert 'cut = "block ranges (ctid): the table has no primary key"' in toml
+    assert 'key_columns = [\n    "order_id",\n    "sku",\n]' in toml
     baseline = validate_command.validate(settings)
     warned = {c["table"] for c in baseline["checks"] if c["name"] == "not_migrated"}
     assert warned == set(reasons) and baseline["overallStatus"] == "passed"
@@ -82,7 +92,11 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     _assert_translated(conn, "posts", "user_code", "user_code_uuid_id", parent_column="code")
     _assert_translated(conn, "comments", LONG_COLUMN, long.uuid_column)
     assert scalar(conn, "SELECT count(*) FROM orders WHERE uuid_id IS NULL") == 0
-    _assert_integer_batches_match(conn, result.run_id)
+    _assert_translated(conn, "order_items", "order_id", "order_uuid_id", parent="orders")
+    _assert_batches_match(conn, result.run_id, "comments")
+    _assert_batches_match(conn, result.run_id, "order_items")
+    _assert_translated(conn, "audit", "actor", "actor_uuid_id")
+    _assert_batches_match(conn, result.run_id, "audit")
 
 
 def _reason(reasons: dict[str, str], start: str) -> str:
@@ -91,24 +105,26 @@ def _reason(reasons: dict[str, str], start: str) -> str:
     return found[0]
 
 
-def _assert_translated(conn, table: str, column: str, target: str, parent_column: str = "id") -> None:
+def _assert_translated(
+    conn, table: str, column: str, target: str, parent_column: str = "id", parent: str = "users"
+) -> None:
     wrong = scalar(
         conn,
-        f'SELECT count(*) FROM {table} c LEFT JOIN users u ON u."{parent_column}" = c."{column}" '
+        f'SELECT count(*) FROM {table} c LEFT JOIN {parent} u ON u."{parent_column}" = c."{column}" '
         f'WHERE c."{target}" IS DISTINCT FROM u.uuid_id',
     )
     assert wrong == 0 and scalar(conn, f'SELECT count("{target}") FROM {table}') > 0
 
 
-def _assert_integer_batches_match(conn, run_id: str) -> None:
-    """Batches over an integer key are cut in the key's own order: each planned row count is
-    the rows it changed, and the stage's total is the table's row count."""
-    stage = "comments:references"
+def _assert_batches_match(conn, run_id: str, table: str) -> None:
+    """Batches over an integer or a composite key are cut in the key's own order: each planned
+    row count is the rows it changed, and the stage's total is the table's row count."""
+    stage = f"{table}:references"
     assert scalar(
         conn,
         "SELECT total_rows FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
         (run_id, stage),
-    ) == scalar(conn, "SELECT count(*) FROM comments")
+    ) == scalar(conn, f"SELECT count(*) FROM {table}")
     batches = rows(
         conn,
         "SELECT batch_no, planned_rows, rows FROM uuid_migration.batches "
@@ -177,3 +193,75 @@ def test_orphans_of_a_references_stage_are_recorded_and_the_run_passes(conn, set
     assert recorded == [("logs", r, "who") for r in logs] + [("users", r, "boss") for r in bosses]
     _assert_translated(conn, "logs", "who", "who_uuid_id")
     _assert_translated(conn, "users", "boss", "boss_uuid_id")
+
+
+def test_a_junction_table_is_cut_over_its_composite_key_and_split_when_a_batch_times_out(
+    conn, settings, tmp_path
+):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE users (id text PRIMARY KEY);"
+            "CREATE TABLE memberships (member text, team integer, PRIMARY KEY (member, team));"
+            "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 40) i;"
+            "INSERT INTO memberships SELECT 'u' || i, t FROM generate_series(1, 45) i,"
+            " generate_series(1, 4) t;"  # u41..u45 are orphans
+            # A statement writing more than 30 rows sleeps past the timeout; 25 do not.
+            "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
+            "RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON memberships "
+            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+        )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[tables]]\nname = "users"\n[[tables]]\nname = "memberships"\nmigrate = false\n'
+        '[[relations]]\ntable = "memberships"\ncolumn = "member"\nparent = "users"\n'
+        "declared = false\n"
+    )
+    fast = replace(settings, statement_timeout_ms=1500, min_split_rows=10, batch_size=60)
+
+    result = commands.run(fast, plan_file=str(plan), workers=2, out=io.StringIO())
+
+    assert result.status == RunStatus.SUCCEEDED, result
+    _assert_translated(conn, "memberships", "member", "member_uuid_id")
+    splits = scalar(
+        conn, "SELECT count(*) FROM uuid_migration.batches WHERE status = 'split'"
+    )
+    assert splits > 0
+    bounds = rows(conn, "SELECT upper_bound FROM uuid_migration.batches WHERE upper_bound IS NOT NULL")
+    assert all(b.startswith('["u') for (b,) in bounds)  # (member, team) as a JSON array
+    recorded = {r for (r,) in rows(conn, "SELECT row_id FROM uuid_migration.errors")}
+    assert recorded == {f'["u{i}", "{t}"]' for i in range(41, 46) for t in range(1, 5)}
+    assert status_command.status(fast)["validation"]["overallStatus"] == "passed"
+
+
+def test_a_table_without_a_key_is_cut_over_its_blocks_and_split_when_a_batch_times_out(
+    conn, settings, tmp_path
+):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE users (id text PRIMARY KEY);"
+            "CREATE TABLE events (who text, pad text);"  # no key, about 14 rows a block
+            "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 40) i;"
+            "INSERT INTO events SELECT 'u' || (1 + i % 45), repeat('x', 500)"
+            " FROM generate_series(1, 600) i;"  # u41..u45 are orphans
+            "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
+            "RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON events "
+            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+        )
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[tables]]\nname = "users"\n[[tables]]\nname = "events"\nmigrate = false\n'
+        '[[relations]]\ntable = "events"\ncolumn = "who"\nparent = "users"\ndeclared = false\n'
+    )
+    fast = replace(settings, statement_timeout_ms=1500, min_split_rows=10, batch_size=120)
+
+    result = commands.run(fast, plan_file=str(plan), workers=2, out=io.StringIO())
+
+    assert result.status == RunStatus.SUCCEEDED, result
+    _assert_translated(conn, "events", "who", "who_uuid_id")
+    assert scalar(conn, "SELECT count(*) FROM uuid_migration.batches WHERE status = 'split'") > 0
+    orphans = scalar(conn, "SELECT count(*) FROM events WHERE who IN ('u41','u42','u43','u44','u45')")
+    recorded = rows(conn, "SELECT row_id FROM uuid_migration.errors")
+    assert len(recorded) == orphans and all(r.startswith("(") for (r,) in recorded)  # ctids
+    assert status_command.status(fast)["validation"]["overallStatus"] == "passed"

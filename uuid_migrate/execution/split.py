@@ -13,6 +13,7 @@ from uuid_migrate.ledger import batches, runs
 from uuid_migrate.ledger.batches import Batch
 from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
 from uuid_migrate.plan import keywalk
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.plan.stages import Stage
 
@@ -35,8 +36,7 @@ def split_batch(
             halves = batches.halves_of(cur, batch) if current.status == BatchStatus.SPLIT else []
             conn.commit()
             return halves
-        key = plan.table(stage.table).key
-        where = (plan.schema, stage.table, key, batch.key_range)
+        where = (plan.schema, stage.table, cut_of(plan.table(stage.table)), batch.key_range)
         rows = keywalk.rows_in(cur, *where)
         median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:

@@ -12,7 +12,7 @@ from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import error_records
-from uuid_migrate.plan.keywalk import range_condition
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
 from uuid_migrate.plan.stages import Stage
@@ -44,12 +44,8 @@ def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) 
 
 
 def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
-    table = plan.table(stage.table)
-    sets, needs_work, returning = (
-        [],
-        [],
-        [sql.SQL("c.{}::text AS old_id").format(sql.Identifier(table.key))],
-    )
+    cut = cut_of(plan.table(stage.table))
+    sets, needs_work, returning = ([], [], [sql.SQL("{} AS old_id").format(cut.row_id(_CHILD))])
     if stage.assigns_uuid:
         uuid = sql.Identifier(UUID_COLUMN)
         sets.append(sql.SQL("{u} = coalesce(c.{u}, gen_random_uuid())").format(u=uuid))
@@ -69,7 +65,7 @@ def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
     ).format(
         table=qualified(plan.schema, stage.table),
         sets=sql.SQL(", ").join(sets),
-        range=range_condition(_CHILD, table.key, key_range),
+        range=cut.condition(_CHILD, key_range),
         work=sql.SQL(" OR ").join(needs_work),
         ret=sql.SQL(", ").join(returning),
     )
@@ -124,24 +120,25 @@ def _unwritten_orphans(
     translation, a value, not written by `upd` (a hash anti-join, so the parent is looked up
     only for those few rows)."""
     key = plan.parent_column(rel)
-    own_key = sql.Identifier(plan.table(stage.table).key)
+    cut = cut_of(plan.table(stage.table))
+    row = sql.Identifier("o")
     message = f"orphaned reference: no {rel.parent} row with {key} = "
     return sql.SQL(
-        "SELECT {run}, {table}, o.{own}::text, {column}, {message} || quote_literal(o.{col}::text), "
+        "SELECT {run}, {table}, {own}, {column}, {message} || quote_literal(o.{col}::text), "
         "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', o.{col}::text) "
         "FROM {source} AS o WHERE {range} AND o.{col} IS NOT NULL AND o.{target} IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM upd AS u WHERE u.old_id = o.{own}::text) "
+        "AND NOT EXISTS (SELECT 1 FROM upd AS u WHERE u.old_id = {own}) "
         "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = o.{col})"
     ).format(
         run=sql.Literal(run_id),
         table=sql.Literal(stage.table),
-        own=own_key,
+        own=cut.row_id(row),
         column=sql.Literal(rel.column),
         message=sql.Literal(message),
         col=sql.Identifier(rel.column),
         parent_name=sql.Literal(rel.parent),
         source=qualified(plan.schema, stage.table),
-        range=range_condition(sql.Identifier("o"), plan.table(stage.table).key, key_range),
+        range=cut.condition(row, key_range),
         target=sql.Identifier(rel.uuid_column),
         parent=qualified(plan.schema, rel.parent),
         key=sql.Identifier(key),

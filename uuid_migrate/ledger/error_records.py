@@ -40,12 +40,13 @@ def orphan_insert(selects: sql.Composable) -> sql.Composed:
     ).format(errors=ERRORS_TABLE, selects=selects)
 
 
-def recorded_for(alias: sql.Composable, key: sql.Composable) -> sql.Composed:
-    """`EXISTS` a record for the row `alias.key` of table %s, column %s (two parameters)."""
+def recorded_for(row_id: sql.Composable) -> sql.Composed:
+    """`EXISTS` a record for the row whose id (as text) is `row_id`, of table %s, column %s
+    (two parameters)."""
     return sql.SQL(
         "EXISTS (SELECT 1 FROM {errors} AS e WHERE e.table_name = %s "
-        "AND e.row_id = {alias}.{key}::text AND e.column_name = %s)"
-    ).format(errors=ERRORS_TABLE, alias=alias, key=key)
+        "AND e.row_id = {row_id} AND e.column_name = %s)"
+    ).format(errors=ERRORS_TABLE, row_id=row_id)
 
 
 def count_of_table(cur: Any, table: str) -> int:

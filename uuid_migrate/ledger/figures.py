@@ -178,3 +178,21 @@ def seconds_since_last_claim(cur: Any, run_id: str) -> float | None:
     )
     value = cur.fetchone()[0]
     return None if value is None else float(value)
+
+
+def stage_timing(cur: Any, run_id: str, stage: str) -> dict[str, float]:
+    """A stage's succeeded batches, their rows, first start to last end (s), median (ms)."""
+    cur.execute(
+        "SELECT count(*), coalesce(sum(planned_rows), 0), extract(epoch FROM "
+        "max(finished_at) - min(started_at))::float8, percentile_cont(0.5) WITHIN GROUP "
+        "(ORDER BY extract(epoch FROM finished_at - started_at)) FROM uuid_migration.batches "
+        "WHERE run_id = %s AND stage = %s AND status = 'succeeded'",
+        (run_id, stage),
+    )
+    batches, rows, seconds, median = cur.fetchone()
+    return {
+        "batches": int(batches),
+        "rows": int(rows),
+        "seconds": float(seconds or 0.0),
+        "median_ms": float(median or 0.0) * 1000,
+    }

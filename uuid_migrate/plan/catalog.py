@@ -27,6 +27,20 @@ WHERE k.contype = 'p' AND n.nspname = %s AND cardinality(k.conkey) = 1
 ORDER BY c.relname
 """
 
+
+
+def primary_key_columns(cur: Any, schema: str, table: str) -> tuple[str, ...]:
+    """The table's primary key columns in key order; () without a primary key."""
+    cur.execute(
+        "SELECT ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, ord) "
+        "JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.num ORDER BY u.ord) "
+        "FROM pg_constraint k WHERE k.conrelid = to_regclass(%s) AND k.contype = 'p'",
+        (regclass_text(schema, table),),
+    )
+    row = cur.fetchone()
+    return tuple(row[0]) if row else ()
+
+
 def primary_keys(cur: Any, schema: str) -> dict[str, tuple[str, str, str]]:
     """table -> (key column, its declared type, its base type name) for single-column keys."""
     cur.execute(_PRIMARY_KEYS, (schema,))
@@ -53,7 +67,7 @@ def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
     if not cur.fetchone()[0]:
         raise PlanError(f"table {schema}.{table.name} does not exist")
     if table.name not in keys:
-        raise PlanError(f"table {table.name!r} has no single-column primary key")
+        return _composite_table(cur, schema, table)
     col, declared, base = keys[table.name]
     if table.key and table.key != col:
         raise PlanError(f"table {table.name!r}: key {table.key!r} is not its primary key ({col!r})")
@@ -64,6 +78,20 @@ def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
     for extra in table.extra_columns:
         check_type_name(cur, extra.type)
     return replace(table, key=col, key_type=declared)
+
+
+def _composite_table(cur: Any, schema: str, table: Table) -> Table:
+    """A table that is only translated may have a composite primary key, or none: batches are
+    cut over it, or over its blocks. A migrated table needs a single string key."""
+    columns = primary_key_columns(cur, schema, table.name)
+    if table.migrate:
+        raise PlanError(f"table {table.name!r} has no single-column primary key")
+    if table.key_columns and tuple(table.key_columns) != columns:
+        raise PlanError(
+            f"table {table.name!r}: key_columns {list(table.key_columns)} are not its primary "
+            f"key {list(columns)}"
+        )
+    return replace(table, key="", key_type="", key_columns=columns)
 
 
 def _require_column(cur: Any, schema: str, table: str, column: str) -> None:
@@ -110,8 +138,14 @@ def complete(cur: Any, plan: Plan) -> Plan:
     if not schema_exists(cur, plan.schema):
         raise PlanError(f"schema {plan.schema!r} does not exist")
     keys = primary_keys(cur, plan.schema)
-    tables = tuple(
-        replace(t, key=t.key or keys[t.name][0], key_type=keys[t.name][1]) if t.name in keys else t
-        for t in plan.tables
-    )
+    tables = tuple(_completed(cur, plan.schema, t, keys) for t in plan.tables)
     return replace(plan, tables=tables)
+
+
+def _completed(cur: Any, schema: str, table: Table, keys: dict) -> Table:
+    if table.name in keys:
+        return replace(table, key=table.key or keys[table.name][0], key_type=keys[table.name][1])
+    columns = primary_key_columns(cur, schema, table.name)
+    if not table.migrate and not table.key_columns:
+        return replace(table, key="", key_type="", key_columns=columns)
+    return table

@@ -141,8 +141,7 @@ def _relations(
             skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
             continue
         if child not in migrated and child not in children:
-            info = here[child]
-            children[child] = Table(child, info.key[0], info.key_type or "text", migrate=False)
+            children[child] = _child_table(here[child])
         unique = parent_columns[0] if parent_columns[0] != migrated[parent].key else ""
         relations.append(Relation(child, columns[0], parent, parent_column=unique))
     return relations, children
@@ -159,14 +158,17 @@ def _why_not_translated(
     info = here.get(child)
     if info is None or is_partition or info.partition_of or info.kind == "p":
         return "from a partitioned table: not translated yet"
-    if not info.key:
-        return f"{child} has no primary key to cut batches on: not translated yet"
-    if len(info.key) > 1:
-        return (
-            f"{child} has a composite primary key ({', '.join(info.key)}) to cut batches on: "
-            "not translated yet"
-        )
     return None
+
+
+def _child_table(info: _Found) -> Table:
+    """A table that only references migrated ones: cut over its key, one column or several,
+    or over its blocks when it has none."""
+    if not info.key:
+        return Table(info.name, "", "", migrate=False)
+    if len(info.key) > 1:
+        return Table(info.name, "", "", migrate=False, key_columns=info.key)
+    return Table(info.name, info.key[0], info.key_type or "text", migrate=False)
 
 
 def _nothing_found(schema: str, found: list[_Found]) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.naming import MAX_IDENTIFIER_BYTES, reference_uuid_column
 
 #: The column every migrated table gains, as in the migration guide.
@@ -32,6 +33,9 @@ class Table:
     migrate: bool = True
     batch_size: int | None = None
     extra_columns: tuple[ExtraColumn, ...] = ()
+    #: A composite primary key (a table that only references migrated ones, such as a
+    #: junction table): its batches are cut over these columns; `key` is then empty.
+    key_columns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,9 @@ def _table_dict(table: Table) -> dict[str, Any]:
         out["batch_size"] = table.batch_size
     if table.extra_columns:
         out["extra_columns"] = [{"name": c.name, "type": c.type} for c in table.extra_columns]
+    if table.key_columns:
+        out["key_columns"] = list(table.key_columns)
+    out["cut"] = cut_of(table).describe()  # for the reader; derived again when read
     return out
 
 
@@ -212,6 +219,7 @@ def _table_from(data: dict[str, Any]) -> Table:
         migrate=bool(data.get("migrate", True)),
         batch_size=int(size) if size is not None else None,
         extra_columns=extras,
+        key_columns=tuple(str(c) for c in data.get("key_columns", [])),
     )
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from uuid_migrate.identifiers import qualified
-from uuid_migrate.plan.catalog import STRING_TYPES, primary_keys
+from uuid_migrate.identifiers import qualified, regclass_text
+from uuid_migrate.plan.catalog import STRING_TYPES, primary_key_columns, primary_keys
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import target_conflicts
 from uuid_migrate.verification.check_sql import count_rows, offending, table_names
@@ -28,7 +28,7 @@ from uuid_migrate.verification.report import (
 def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
     """Every baseline check of the plan, and the tables that exist to be looked at."""
     keys = primary_keys(cur, plan.schema)
-    checks = [key_check(plan, t.name, keys) for t in plan.tables]
+    checks = [key_check(cur, plan, t.name, keys) for t in plan.tables]
     present = {c.table for c in checks if c.status == PASSED}
     for table in plan.tables:
         if table.name in present:
@@ -43,15 +43,31 @@ def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
     return checks + left_alone(plan), present
 
 
-def key_check(plan: Plan, table: str, keys: dict[str, tuple[str, str, str]]) -> CheckResult:
-    """The table exists with a single-column key, a string one if the table is migrated."""
+def key_check(
+    cur: Any, plan: Plan, table: str, keys: dict[str, tuple[str, str, str]]
+) -> CheckResult:
+    """The table exists with its key: a single string column if migrated, the plan's
+    composite key if it has one."""
     spec = plan.table(table)
+    if not spec.migrate and not spec.key:  # a composite key, or none (block ranges)
+        return _other_key_check(cur, plan, table)
     wanted = "single-column string primary key" if spec.migrate else "single-column primary key"
     if table not in keys:
         return CheckResult("primary_key", table, FAILED, wanted, "missing table or key", [table])
     column, declared, base = keys[table]
     ok = (not spec.migrate or base in STRING_TYPES) and (not spec.key or spec.key == column)
     return CheckResult("primary_key", table, PASSED if ok else FAILED, wanted, f"{column} {declared}")
+
+
+def _other_key_check(cur: Any, plan: Plan, table: str) -> CheckResult:
+    spec = plan.table(table)
+    wanted = f"({', '.join(spec.key_columns)})" if spec.key_columns else "no primary key"
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (regclass_text(plan.schema, table),))
+    if not cur.fetchone()[0]:
+        return CheckResult("primary_key", table, FAILED, wanted, "missing table", [table])
+    found = primary_key_columns(cur, plan.schema, table)
+    actual = f"({', '.join(found)})" if found else "no primary key"
+    return CheckResult("primary_key", table, PASSED if actual == wanted else FAILED, wanted, actual)
 
 
 def suspicious_ids(cur: Any, plan: Plan, table: str) -> CheckResult:
@@ -80,7 +96,7 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
         pk=sql.Identifier(plan.parent_column(rel)),
         **names,
     )
-    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    found, sample = offending(cur, source, names["row"])
     return notice("orphaned_references", f"{rel.table}.{rel.column}", found, sample)
 
 

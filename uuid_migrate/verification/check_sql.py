@@ -11,6 +11,7 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified, regclass_text
+from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
 from uuid_migrate.verification.report import SAMPLE_SIZE
 
@@ -19,10 +20,12 @@ ROW = sql.Identifier("c")
 
 
 def table_names(plan: Plan, table: str) -> dict[str, sql.Composable]:
-    """Fragments every check of `table` uses: the table, its key, its uuid, id_mappings."""
+    """Fragments every check of `table` uses: the table, its key (`k`, a single column; `row`,
+    a row's id as text, whatever the key), its uuid, id_mappings."""
     return {
         "t": qualified(plan.schema, table),
         "k": sql.Identifier(plan.table(table).key),
+        "row": cut_of(plan.table(table)).row_id(ROW),
         "u": sql.Identifier(UUID_COLUMN),
         "m": qualified(plan.schema, MAPPING_TABLE),
         "c": ROW,

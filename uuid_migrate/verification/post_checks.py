@@ -68,7 +68,7 @@ def references_translated(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
         "{t} AS {c} LEFT JOIN {parent} AS p ON p.{pk} = {c}.{col} "
         "WHERE {c}.{target} IS DISTINCT FROM p.{u}"
     ).format(**_relation_names(plan, rel), **names)
-    found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names))
+    found, sample = offending(cur, source, names["row"])
     return verdict("references_translated", f"{rel.table}.{rel.column}", 0, found, sample)
 
 
@@ -80,12 +80,11 @@ def orphans_recorded(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
         "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col}) "
         "AND NOT {recorded}"
     ).format(
-        recorded=error_records.recorded_for(names["c"], names["k"]),
+        recorded=error_records.recorded_for(names["row"]),
         **_relation_names(plan, rel),
         **names,
     )
-    key = sql.SQL("{c}.{k}").format(**names)
-    found, sample = offending(cur, source, key, (rel.table, rel.column))
+    found, sample = offending(cur, source, names["row"], (rel.table, rel.column))
     return verdict("orphans_recorded", f"{rel.table}.{rel.column}", 0, found, sample)
 
 
