@@ -24,7 +24,11 @@ class ExtraColumn:
 
 @dataclass(frozen=True)
 class Table:
-    """One table the plan touches; `migrate=False` tables only get translated references."""
+    """One table the plan touches; `migrate=False` tables only get translated references.
+
+    A partitioned table is migrated as one table (its partitions are never entries of the
+    plan); `partition_key` names its partition key columns, which its unique index must hold.
+    """
 
     name: str
     key: str
@@ -32,6 +36,8 @@ class Table:
     migrate: bool = True
     batch_size: int | None = None
     extra_columns: tuple[ExtraColumn, ...] = ()
+    partitioned: bool = False
+    partition_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,9 @@ def _table_dict(table: Table) -> dict[str, Any]:
         out["batch_size"] = table.batch_size
     if table.extra_columns:
         out["extra_columns"] = [{"name": c.name, "type": c.type} for c in table.extra_columns]
+    if table.partitioned:
+        out["partitioned"] = True
+        out["partition_key"] = list(table.partition_key)
     return out
 
 
@@ -212,6 +221,8 @@ def _table_from(data: dict[str, Any]) -> Table:
         migrate=bool(data.get("migrate", True)),
         batch_size=int(size) if size is not None else None,
         extra_columns=extras,
+        partitioned=bool(data.get("partitioned", False)),
+        partition_key=tuple(str(c) for c in data.get("partition_key", [])),
     )
 
 
