@@ -7,9 +7,11 @@ import io
 
 import pytest
 
-from producer import commands, rollback_command, status_command
+from producer import commands, rollback_command, status_command, validate_command
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import discovery
+from uuid_migrate.schema.apply import apply_step
+from uuid_migrate.schema.steps import uuid_index
 
 from .helpers import database_dump, rows, scalar
 
@@ -101,3 +103,37 @@ def _assert_unique_index_built_per_partition(conn) -> None:
         "WHERE h.inhparent = 'events_uuid_id_key'::regclass ORDER BY 1",
     )
     assert attached == [(f"{p}_uuid_id_key", True) for p in PARTITIONS]
+
+
+def test_a_partitioned_index_build_interrupted_halfway_is_completed_and_rolled_back(conn, settings):
+    """A crash left one partition's index built and attached, one invalid, one missing and the
+    parent's invalid: building again keeps the good one, rebuilds the rest and attaches them."""
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA)
+    before = database_dump(conn, settings.database_url)
+    result = commands.run(settings, workers=2, out=io.StringIO())
+    assert result.status == RunStatus.SUCCEEDED
+    with conn.cursor() as cur:
+        plan = discovery.discover(cur)
+        index = uuid_index(plan, "events")
+        cur.execute("DROP INDEX events_uuid_id_key")
+        cur.execute("CREATE UNIQUE INDEX events_p0_uuid_id_key ON events_p0 (uuid_id, id)")
+        cur.execute("CREATE UNIQUE INDEX events_p1_uuid_id_key ON events_p1 (uuid_id, id)")
+        cur.execute("UPDATE pg_index SET indisvalid = false "
+                    "WHERE indexrelid = 'events_p1_uuid_id_key'::regclass")
+        cur.execute("CREATE UNIQUE INDEX events_uuid_id_key ON ONLY events (uuid_id, id)")
+        cur.execute("ALTER INDEX events_uuid_id_key ATTACH PARTITION events_p0_uuid_id_key")
+        kept = scalar(conn, "SELECT 'events_p0_uuid_id_key'::regclass::oid")
+        assert index.validity(cur) is False
+
+    assert apply_step(conn, result.run_id, index, lock_timeout_ms=0)
+
+    with conn.cursor() as cur:
+        assert index.validity(cur) is True
+    _assert_unique_index_built_per_partition(conn)
+    assert scalar(conn, "SELECT 'events_p0_uuid_id_key'::regclass::oid") == kept
+    post = validate_command.validate(settings)
+    assert post["phase"] == "post" and post["overallStatus"] == "passed", post
+    outcome = rollback_command.rollback(settings, yes=True, out=io.StringIO())
+    assert outcome.report["overallStatus"] == "passed"
+    assert database_dump(conn, settings.database_url) == before
