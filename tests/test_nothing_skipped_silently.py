@@ -44,6 +44,9 @@ INSERT INTO audit SELECT 'u' || (1 + i % 300), 'did ' || i FROM generate_series(
 -- integer keys whose text order differs from their order: 1, 10, 100, 1000, 1001, ...
 INSERT INTO comments SELECT i, 'u' || (1 + i % 300), 'u' || (1 + i % 7)
 FROM generate_series(1, 1200) i;
+INSERT INTO events SELECT 'e' || i FROM generate_series(1, 130) i;
+INSERT INTO event_refs SELECT 'r' || i, CASE WHEN i % 10 = 0 THEN NULL ELSE 'e' || (1 + i % 130) END
+FROM generate_series(1, 210) i;
 """
 
 
@@ -53,7 +56,8 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
         plan = discovery.discover(cur)
     reasons = {item.name: item.reason for item in plan.skipped}
 
-    assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs"}
+    assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs", "events"}
+    assert plan.table("events").partitioned and plan.table("events").partition_key == ("id",)
     assert not any(name.startswith("public.order_items") for name in reasons)
     items = plan.table("order_items")
     assert (items.migrate, items.key_columns) == (False, ("order_id", "sku"))
@@ -62,9 +66,14 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     assert (audit.key, audit.key_columns) == ("", ())  # cut over its blocks
     assert "from schema crm" in _reason(reasons, "crm.notes(user_id)")
     assert "--schema crm" in reasons["crm.contacts"]
-    assert "partitioned table" in reasons["public.events"]
-    assert "a partition of events" in reasons["public.events_0"]
-    assert "events is not migrated" in _reason(reasons, "public.event_refs(event_id)")
+    partitions = ("events_0", "events_1")
+    assert not [t.name for t in plan.tables if t.name in partitions]
+    assert not [name for name in reasons if any(p in name for p in partitions)], reasons
+    assert not [name for name in reasons if "events" in name], reasons
+    to_events = next(r for r in plan.relations if r.table == "event_refs")
+    assert (to_events.column, to_events.parent, to_events.uuid_column) == (
+        "event_id", "events", "event_uuid_id"
+    )
     through_code = next(r for r in plan.relations if r.table == "posts")
     assert (through_code.column, through_code.parent_column) == ("user_code", "code")
     long = next(r for r in plan.relations if r.column == LONG_COLUMN)
@@ -97,6 +106,28 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     _assert_batches_match(conn, result.run_id, "order_items")
     _assert_translated(conn, "audit", "actor", "actor_uuid_id")
     _assert_batches_match(conn, result.run_id, "audit")
+    _assert_partitioned_events_migrated(conn)
+
+
+def _assert_partitioned_events_migrated(conn) -> None:
+    """Every event, in whichever partition, has its uuid_id; every reference to one equals it
+    (NULL where the reference is); the partitioned unique index is valid."""
+    assert scalar(conn, "SELECT count(*) FROM events WHERE uuid_id IS NULL") == 0
+    assert scalar(conn, "SELECT count(DISTINCT uuid_id) FROM events") == 130
+    assert scalar(conn, "SELECT count(*) FROM events_0 WHERE uuid_id IS NOT NULL") > 0
+    assert scalar(conn, "SELECT count(*) FROM events_1 WHERE uuid_id IS NOT NULL") > 0
+    wrong = scalar(
+        conn,
+        "SELECT count(*) FROM event_refs r LEFT JOIN events e ON e.id = r.event_id "
+        "WHERE r.event_uuid_id IS DISTINCT FROM e.uuid_id",
+    )
+    assert wrong == 0
+    assert scalar(conn, "SELECT count(event_uuid_id) FROM event_refs") == 189
+    assert scalar(
+        conn,
+        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = 'events_uuid_id_key'::regclass "
+        "AND i.indrelid = 'events'::regclass",
+    )
 
 
 def _reason(reasons: dict[str, str], start: str) -> str:

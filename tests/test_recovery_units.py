@@ -110,3 +110,15 @@ def test_a_collision_on_a_shortened_uuid_index_name_is_retried_with_fresh_uuids(
 
     assert classify(Collision(), name) == retrying.DUPLICATE_UUID
     assert classify(Collision()) == retrying.PERMANENT
+
+
+def test_a_collision_on_a_partition_s_uuid_index_is_retried_with_fresh_uuids():
+    from uuid_migrate.schema.partitioned import partition_index_name
+
+    name = partition_index_name("public", "a_partition_whose_name_is_long_" * 3, "uuid_id")
+
+    class Collision(psycopg2.errors.UniqueViolation):
+        class diag:
+            constraint_name = name
+
+    assert classify(Collision(), "parent_uuid_id_key") == retrying.DUPLICATE_UUID

@@ -179,3 +179,20 @@ def test_two_references_deriving_the_same_name_are_told_apart():
     assert second.uuid_column != "user_uuid_id" and second.uuid_column.endswith("_uuid_id")
     again = distinct_reference_columns([Relation("t", "user_id", "u"), Relation("t", "user", "u")])
     assert again[1].uuid_column == second.uuid_column
+
+
+def test_a_partitioned_table_round_trips_through_the_plan_file_and_its_index_step():
+    from uuid_migrate.plan import plan_file
+    from uuid_migrate.plan.model import Plan, Table
+    from uuid_migrate.schema.partitioned import PartitionedUniqueIndex, partition_index_name
+    from uuid_migrate.schema.steps import step_from_dict, step_to_dict, uuid_index
+
+    plan = Plan("public", (Table("events", "id", partitioned=True, partition_key=("id",)),))
+    again = plan_file.load_text(plan_file.dumps(plan))
+    assert again.table("events") == plan.table("events")
+    step = uuid_index(again, "events")
+    assert isinstance(step, PartitionedUniqueIndex) and step.columns == ("id",)
+    assert step_from_dict(step_to_dict(step)) == step and step.identity().endswith("events_uuid_id_key")
+    long = partition_index_name("public", "p" * 70, "uuid_id")
+    assert len(long.encode()) <= 63 and long.endswith("_uuid_id_key")
+    assert long != partition_index_name("public", "p" * 69 + "q", "uuid_id")

@@ -39,6 +39,21 @@ def primary_key_columns(cur: Any, schema: str, table: str) -> tuple[str, ...]:
     )
     row = cur.fetchone()
     return tuple(row[0]) if row else ()
+_PARTITIONING = """
+SELECT c.relkind = 'p', c.relispartition,
+       ARRAY(SELECT a.attname FROM pg_partitioned_table pt
+             CROSS JOIN LATERAL unnest(pt.partattrs::int2[]) WITH ORDINALITY u(num, ord)
+             JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = u.num
+             WHERE pt.partrelid = c.oid ORDER BY u.ord)
+FROM pg_class c WHERE c.oid = to_regclass(%s)
+"""
+
+
+def partitioning(cur: Any, schema: str, table: str) -> tuple[bool, bool, tuple[str, ...]]:
+    """(partitioned, a partition, partition key columns) of an existing table."""
+    cur.execute(_PARTITIONING, (regclass_text(schema, table),))
+    partitioned, partition, keys = cur.fetchone()
+    return bool(partitioned), bool(partition), tuple(keys)
 
 
 def primary_keys(cur: Any, schema: str) -> dict[str, tuple[str, str, str]]:
@@ -77,7 +92,13 @@ def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
         )
     for extra in table.extra_columns:
         check_type_name(cur, extra.type)
-    return replace(table, key=col, key_type=declared)
+    partitioned, partition, part_key = partitioning(cur, schema, table.name)
+    if partition:
+        raise PlanError(
+            f"table {table.name!r} is a partition: name its partitioned table, which is "
+            "migrated with all its partitions"
+        )
+    return replace(table, key=col, key_type=declared, partitioned=partitioned, partition_key=part_key)
 
 
 def _composite_table(cur: Any, schema: str, table: Table) -> Table:

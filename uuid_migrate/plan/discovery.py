@@ -25,13 +25,19 @@ _TABLES = """
 SELECT n.nspname, c.relname, c.relkind, c.relispartition,
        (SELECT pc.relname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
         WHERE i.inhrelid = c.oid LIMIT 1),
+       (SELECT pn.nspname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+        JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid LIMIT 1),
        ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, ord)
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.num ORDER BY u.ord),
        (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
         WHERE a.attrelid = c.oid AND a.attnum = k.conkey[1]),
        (SELECT bt.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
         JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-        WHERE a.attrelid = c.oid AND a.attnum = k.conkey[1])
+        WHERE a.attrelid = c.oid AND a.attnum = k.conkey[1]),
+       ARRAY(SELECT a.attname FROM pg_partitioned_table pt
+             CROSS JOIN LATERAL unnest(pt.partattrs::int2[]) WITH ORDINALITY u(num, ord)
+             JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = u.num
+             WHERE pt.partrelid = c.oid ORDER BY u.ord)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'p'
 WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
@@ -64,9 +70,11 @@ class _Found:
     kind: str
     is_partition: bool
     partition_of: str | None
+    partition_of_schema: str | None
     key: tuple[str, ...]
     key_type: str | None
     key_base: str | None
+    partition_key: tuple[str, ...] = ()
 
     @property
     def string_key(self) -> bool:
@@ -86,20 +94,22 @@ def discover(cur: Any, schema: str = "public") -> Plan:
     if not schema_exists(cur, schema):
         raise PlanError(f"schema {schema!r} does not exist")
     cur.execute(_TABLES, (list(_SYSTEM_SCHEMAS),))
-    found = [_Found(*row[:5], tuple(row[5]), row[6], row[7]) for row in cur.fetchall()]
+    found = [_Found(*row[:6], tuple(row[6]), row[7], row[8], tuple(row[9])) for row in cur.fetchall()]
     here = {t.name: t for t in found if t.schema == schema}
+    partitions = _partitions_of_string_keyed(found)
     migrated: dict[str, Table] = {}
     skipped: list[Skipped] = []
     for t in found:
-        if t.string_key and t.name != MAPPING_TABLE:
+        if t.string_key and t.name != MAPPING_TABLE and (t.schema, t.name) not in partitions:
             reason = _why_not_migrated(t, schema)
             if reason is None:
-                migrated[t.name] = Table(t.name, t.key[0], t.key_type or "text")
+                migrated[t.name] = _table(t)
             else:
                 skipped.append(Skipped("table", f"{t.schema}.{t.name}", reason))
     if not migrated:
         raise PlanError(_nothing_found(schema, found))
-    relations, children = _relations(cur, schema, here, migrated, skipped)
+    part_of = {name: parent for (s, name), parent in partitions.items() if s == schema}
+    relations, children = _relations(cur, schema, here, migrated, skipped, part_of)
     plan = Plan(
         schema,
         tuple(migrated.values()) + tuple(children.values()),
@@ -109,19 +119,35 @@ def discover(cur: Any, schema: str = "public") -> Plan:
     return validate(plan)
 
 
+def _table(t: _Found, migrate: bool = True) -> Table:
+    return Table(
+        t.name, t.key[0], t.key_type or "text", migrate=migrate, partitioned=t.kind == "p",
+        partition_key=t.partition_key,
+    )  # fmt: skip
+
+
+def _partitions_of_string_keyed(found: list[_Found]) -> dict[tuple[str, str], str]:
+    """(schema, name) -> parent of every partition whose parent has a string key: migrated
+    (or left alone, and said so) through that parent, so never an entry of its own."""
+    keyed = {(t.schema, t.name) for t in found if t.string_key}
+    return {
+        (t.schema, t.name): t.partition_of
+        for t in found
+        if t.partition_of and (t.partition_of_schema, t.partition_of) in keyed
+    }
+
+
 def _why_not_migrated(t: _Found, schema: str) -> str | None:
     if t.schema != schema:
         return f"in schema {t.schema}: only schema {schema!r} is discovered (--schema {t.schema})"
     if t.partition_of:
-        return f"a partition of {t.partition_of}: partitioned tables are not migrated yet"
-    if t.kind == "p":
-        return "a partitioned table: partitioned tables are not migrated yet"
+        return f"a partition of {t.partition_of}, which has no single string primary key: not migrated"
     return None
 
 
 def _relations(
     cur: Any, schema: str, here: dict[str, _Found], migrated: dict[str, Table],
-    skipped: list[Skipped],
+    skipped: list[Skipped], part_of: dict[str, str],
 ) -> tuple[list[Relation], dict[str, Table]]:  # fmt: skip
     """Each foreign key to a migrated table, as a relation or as skipped with the reason."""
     relations: list[Relation] = []
@@ -135,6 +161,12 @@ def _relations(
                 skipped.append(
                     Skipped("foreign_key", f"{label} [{name}]", f"{parent} is not migrated")
                 )
+            elif parent in part_of:
+                reason = (
+                    f"{parent} is a partition of {part_of[parent]}: references to one "
+                    "partition are not translated yet"
+                )
+                skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
             continue
         reason = _why_not_translated(child_schema, child, columns, is_part, schema, here)
         if reason:
@@ -156,8 +188,18 @@ def _why_not_translated(
     if child_schema != schema:
         return f"from schema {child_schema}: references from other schemas are not translated yet"
     info = here.get(child)
-    if info is None or is_partition or info.partition_of or info.kind == "p":
-        return "from a partitioned table: not translated yet"
+    if info is None:
+        return f"{child} is not a table: not translated"
+    if is_partition or info.partition_of:
+        return (
+            f"from a partition of {info.partition_of}: references declared on one partition "
+            "are not translated yet"
+        )
+    if info.kind == "p" and not info.key:
+        return (
+            f"{child} is partitioned and has no primary key: block ranges cannot span its "
+            "partitions, so it is not translated yet"
+        )
     return None
 
 
@@ -167,8 +209,11 @@ def _child_table(info: _Found) -> Table:
     if not info.key:
         return Table(info.name, "", "", migrate=False)
     if len(info.key) > 1:
-        return Table(info.name, "", "", migrate=False, key_columns=info.key)
-    return Table(info.name, info.key[0], info.key_type or "text", migrate=False)
+        return Table(
+            info.name, "", "", migrate=False, key_columns=info.key,
+            partitioned=info.kind == "p", partition_key=info.partition_key,
+        )  # fmt: skip
+    return _table(info, migrate=False)
 
 
 def _nothing_found(schema: str, found: list[_Found]) -> str:

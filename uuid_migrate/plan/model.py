@@ -25,7 +25,11 @@ class ExtraColumn:
 
 @dataclass(frozen=True)
 class Table:
-    """One table the plan touches; `migrate=False` tables only get translated references."""
+    """One table the plan touches; `migrate=False` tables only get translated references.
+
+    A partitioned table is migrated as one table (its partitions are never entries of the
+    plan); `partition_key` names its partition key columns, which its unique index must hold.
+    """
 
     name: str
     key: str
@@ -36,6 +40,8 @@ class Table:
     #: A composite primary key (a table that only references migrated ones, such as a
     #: junction table): its batches are cut over these columns; `key` is then empty.
     key_columns: tuple[str, ...] = ()
+    partitioned: bool = False
+    partition_key: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,9 @@ def _table_dict(table: Table) -> dict[str, Any]:
     if table.key_columns:
         out["key_columns"] = list(table.key_columns)
     out["cut"] = cut_of(table).describe()  # for the reader; derived again when read
+    if table.partitioned:
+        out["partitioned"] = True
+        out["partition_key"] = list(table.partition_key)
     return out
 
 
@@ -220,6 +229,8 @@ def _table_from(data: dict[str, Any]) -> Table:
         batch_size=int(size) if size is not None else None,
         extra_columns=extras,
         key_columns=tuple(str(c) for c in data.get("key_columns", [])),
+        partitioned=bool(data.get("partitioned", False)),
+        partition_key=tuple(str(c) for c in data.get("partition_key", [])),
     )
 
 

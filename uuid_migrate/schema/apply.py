@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from uuid_migrate import retrying
-from uuid_migrate.errors import LockBusy
+from uuid_migrate.errors import LockBusy, MigrateError
 from uuid_migrate.ledger import runs, step_records
-from uuid_migrate.schema.steps import Step, UniqueIndex, step_to_dict
+from uuid_migrate.schema.steps import PartitionedUniqueIndex, Step, UniqueIndex, step_to_dict
 
 #: Tries to take a DDL lock before giving up; each waits lock_timeout, then backs off.
 DDL_LOCK_ATTEMPTS = 5
@@ -26,6 +26,8 @@ DDL_BACKOFF_MS = 500
 DDL_BACKOFF_MAX_MS = 8000
 #: Pause between two tries of an advisory lock held by an index build.
 ADVISORY_POLL_S = 0.2
+#: Builds of a partitioned index before giving up on it being valid.
+PARTITIONED_INDEX_PASSES = 3
 
 
 def run_ddl(
@@ -83,7 +85,7 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
         if runs.run_is_fenced(cur, run_id):
             return
         created = _created_by_this_run(cur, step)
-        cur.execute(step.forward())
+        _forward(cur, step)
         step_records.record(cur, run_id, step_to_dict(step), created)
         applied = True
 
@@ -95,9 +97,26 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
     return applied
 
 
+def _forward(cur: Any, step: Step) -> None:
+    """The step's statement, or a partitioned index's statements one by one; those are read
+    from the catalog again if a partition appeared meanwhile and left the index invalid."""
+    if not isinstance(step, PartitionedUniqueIndex):
+        cur.execute(step.forward())
+        return
+    for _ in range(PARTITIONED_INDEX_PASSES):
+        for statement in step.forward(cur):
+            cur.execute(statement)
+        if step.validity(cur):
+            return
+    raise MigrateError(f"{step.describe()} is still invalid after it was built")
+
+
 def _created_by_this_run(cur: Any, step: Step) -> bool:
     """Whether the step's object is ours to drop later; an invalid index left by a crashed
-    build is dropped first and built again."""
+    build is dropped first and built again (a partitioned one is completed: its valid
+    partition indexes are kept)."""
+    if isinstance(step, PartitionedUniqueIndex):
+        return step.validity(cur) is not True
     if isinstance(step, UniqueIndex) and step.validity(cur) is False:
         cur.execute(step.reverse())
         return True

@@ -18,6 +18,7 @@ from psycopg2 import sql
 from uuid_migrate.identifiers import qualified, regclass_text
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns
 from uuid_migrate.plan.stages import table_order
+from uuid_migrate.schema.partitioned import PartitionedUniqueIndex
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,11 @@ class UniqueIndex:
         )
 
 
-Step = CreateMappingTable | AddColumn | UniqueIndex
-_KINDS = {cls.kind: cls for cls in (CreateMappingTable, AddColumn, UniqueIndex)}
+Step = CreateMappingTable | AddColumn | UniqueIndex | PartitionedUniqueIndex
+Index = UniqueIndex | PartitionedUniqueIndex
+_KINDS = {
+    cls.kind: cls for cls in (CreateMappingTable, AddColumn, UniqueIndex, PartitionedUniqueIndex)
+}
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
@@ -171,7 +175,7 @@ def additive_steps(plan: Plan) -> list[Step]:
     return steps
 
 
-def index_steps(plan: Plan) -> list[UniqueIndex]:
+def index_steps(plan: Plan) -> list[Index]:
     """Each migrated table's unique index on `uuid_id`, built after its backfill."""
     return [uuid_index(plan, t.name) for t in plan.migrated()]
 
@@ -215,8 +219,15 @@ def _mapping_table_fits(cur: Any, schema: str) -> bool:
     return cur.fetchone()[0] == 4
 
 
-def uuid_index(plan: Plan, table: str) -> UniqueIndex:
-    return UniqueIndex(plan.schema, table, UUID_COLUMN, index_name(table, UUID_COLUMN))
+def uuid_index(plan: Plan, table: str) -> Index:
+    """The table's unique index on `uuid_id`; on a partitioned table, with its partition key
+    and built partition by partition."""
+    spec = plan.table(table)
+    name = index_name(table, UUID_COLUMN)
+    if spec.partitioned:
+        keys = spec.partition_key or (spec.key,)
+        return PartitionedUniqueIndex(plan.schema, table, UUID_COLUMN, name, keys)
+    return UniqueIndex(plan.schema, table, UUID_COLUMN, name)
 
 
 def index_name(table: str, column: str) -> str:
