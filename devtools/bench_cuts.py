@@ -44,9 +44,9 @@ def build(url: str, users: int, rows: int) -> None:
             "FROM generate_series(1, %s) i",
             (users,),
         )
-        pick = "'usr_' || md5((1 + (i * 7919) %% %s)::text)"
+        pick = "'usr_' || md5((1 + (i::bigint * 7919) %% %s)::text)"
         cur.execute(
-            f"INSERT INTO by_key SELECT (i * 104729) %% 2147483647, {pick}, 'n' || i "
+            f"INSERT INTO by_key SELECT (i::bigint * 104729) %% 2147483647, {pick}, 'n' || i "
             "FROM generate_series(1, %s) i",
             (users, rows),
         )

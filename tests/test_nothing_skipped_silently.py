@@ -235,13 +235,9 @@ def test_a_junction_table_is_cut_over_its_composite_key_and_split_when_a_batch_t
             "CREATE TABLE memberships (member text, team integer, PRIMARY KEY (member, team));"
             "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 40) i;"
             "INSERT INTO memberships SELECT 'u' || i, t FROM generate_series(1, 45) i,"
-            " generate_series(1, 4) t;"  # u41..u45 are orphans
-            # A statement writing more than 30 rows sleeps past the timeout; 25 do not.
-            "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
-            "RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON memberships "
-            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+            " generate_series(1, 4) t"  # u41..u45 are orphans
         )
+        _slow_past_30_rows(cur, "memberships")
     plan = tmp_path / "plan.toml"
     plan.write_text(
         '[[tables]]\nname = "users"\n[[tables]]\nname = "memberships"\nmigrate = false\n'
@@ -274,12 +270,9 @@ def test_a_table_without_a_key_is_cut_over_its_blocks_and_split_when_a_batch_tim
             "CREATE TABLE events (who text, pad text);"  # no key, about 14 rows a block
             "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 40) i;"
             "INSERT INTO events SELECT 'u' || (1 + i % 45), repeat('x', 500)"
-            " FROM generate_series(1, 600) i;"  # u41..u45 are orphans
-            "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
-            "RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON events "
-            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+            " FROM generate_series(1, 600) i"  # u41..u45 are orphans
         )
+        _slow_past_30_rows(cur, "events")
     plan = tmp_path / "plan.toml"
     plan.write_text(
         '[[tables]]\nname = "users"\n[[tables]]\nname = "events"\nmigrate = false\n'
@@ -296,3 +289,13 @@ def test_a_table_without_a_key_is_cut_over_its_blocks_and_split_when_a_batch_tim
     recorded = rows(conn, "SELECT row_id FROM uuid_migration.errors")
     assert len(recorded) == orphans and all(r.startswith("(") for (r,) in recorded)  # ctids
     assert status_command.status(fast)["validation"]["overallStatus"] == "passed"
+
+
+def _slow_past_30_rows(cur, table: str) -> None:
+    """A statement writing more than 30 rows of `table` sleeps past the timeout; 25 do not."""
+    cur.execute(
+        "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
+        f"RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON {table} "
+        "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+    )

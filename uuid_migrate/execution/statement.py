@@ -90,26 +90,16 @@ def _orphans_cte(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> 
 
 
 def _orphan_select(plan: Plan, stage: Stage, run_id: str, i: int, rel: Relation) -> sql.Composed:
-    """Rows whose reference names a parent row that does not exist (not merely one not yet done)."""
-    key = plan.parent_column(rel)
-    ref = sql.Identifier(f"ref{i}")
-    message = f"orphaned reference: no {rel.parent} row with {key} = "
+    """Written rows whose reference names a parent row that does not exist (not merely one
+    not yet done)."""
+    ref, raw = sql.Identifier(f"ref{i}"), sql.Identifier(f"ref{i}_raw")
     return sql.SQL(
-        "SELECT {run}, {table}, u.old_id, {column}, {message} || quote_literal(u.{ref}), "
-        "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', u.{ref}) "
-        "FROM upd AS u WHERE u.{ref} IS NOT NULL AND u.{ref_uuid} IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = u.{raw})"
+        "{record} FROM upd AS u WHERE u.{ref} IS NOT NULL AND u.{ref_uuid} IS NULL AND {none}"
     ).format(
-        run=sql.Literal(run_id),
-        table=sql.Literal(stage.table),
-        column=sql.Literal(rel.column),
-        message=sql.Literal(message),
-        parent_name=sql.Literal(rel.parent),
+        record=_orphan_record(plan, stage, run_id, rel, sql.SQL("u.old_id"), sql.SQL("u.{}").format(ref)),
         ref=ref,
         ref_uuid=sql.Identifier(f"ref{i}_uuid"),
-        raw=sql.Identifier(f"ref{i}_raw"),
-        parent=qualified(plan.schema, rel.parent),
-        key=sql.Identifier(key),
+        none=_no_parent(plan, rel, sql.SQL("u.{}").format(raw)),
     )
 
 
@@ -119,29 +109,53 @@ def _unwritten_orphans(
     """Rows of the range the statement leaves alone that reference no parent row: NULL
     translation, a value, not written by `upd` (a hash anti-join, so the parent is looked up
     only for those few rows)."""
-    key = plan.parent_column(rel)
     cut = cut_of(plan.table(stage.table))
     row = sql.Identifier("o")
-    message = f"orphaned reference: no {rel.parent} row with {key} = "
+    value = sql.SQL("o.{}").format(sql.Identifier(rel.column))
     return sql.SQL(
-        "SELECT {run}, {table}, {own}, {column}, {message} || quote_literal(o.{col}::text), "
-        "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', o.{col}::text) "
-        "FROM {source} AS o WHERE {range} AND o.{col} IS NOT NULL AND o.{target} IS NULL "
-        "AND NOT EXISTS (SELECT 1 FROM upd AS u WHERE u.old_id = {own}) "
-        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = o.{col})"
+        "{record} FROM {source} AS o WHERE {range} AND {value} IS NOT NULL "
+        "AND o.{target} IS NULL AND NOT EXISTS (SELECT 1 FROM upd AS u WHERE u.old_id = {own}) "
+        "AND {none}"
+    ).format(
+        record=_orphan_record(
+            plan, stage, run_id, rel, cut.row_id(row), sql.SQL("{}::text").format(value)
+        ),
+        source=qualified(plan.schema, stage.table),
+        range=cut.condition(row, key_range),
+        value=value,
+        target=sql.Identifier(rel.uuid_column),
+        own=cut.row_id(row),
+        none=_no_parent(plan, rel, value),
+    )
+
+
+def _orphan_record(
+    plan: Plan, stage: Stage, run_id: str, rel: Relation, row_id: sql.Composable,
+    value: sql.Composable,
+) -> sql.Composed:  # fmt: skip
+    """The SELECT list of one orphan's error record: (run, table, row id, column, error,
+    context); `value` is the reference as text."""
+    message = f"orphaned reference: no {rel.parent} row with {plan.parent_column(rel)} = "
+    return sql.SQL(
+        "SELECT {run}, {table}, {row_id}, {column}, {message} || quote_literal({value}), "
+        "jsonb_build_object('column', {column}, 'parent', {parent_name}, 'value', {value})"
     ).format(
         run=sql.Literal(run_id),
         table=sql.Literal(stage.table),
-        own=cut.row_id(row),
+        row_id=row_id,
         column=sql.Literal(rel.column),
         message=sql.Literal(message),
-        col=sql.Identifier(rel.column),
+        value=value,
         parent_name=sql.Literal(rel.parent),
-        source=qualified(plan.schema, stage.table),
-        range=cut.condition(row, key_range),
-        target=sql.Identifier(rel.uuid_column),
+    )
+
+
+def _no_parent(plan: Plan, rel: Relation, value: sql.Composable) -> sql.Composed:
+    """No parent row has `value` in the referenced column."""
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = {value})").format(
         parent=qualified(plan.schema, rel.parent),
-        key=sql.Identifier(key),
+        key=sql.Identifier(plan.parent_column(rel)),
+        value=value,
     )
 
 
