@@ -24,6 +24,13 @@ CREATE TABLE users (id text PRIMARY KEY, code text UNIQUE NOT NULL);
 CREATE TABLE orders (id text PRIMARY KEY, user_id text REFERENCES users);
 CREATE TABLE order_items (order_id text REFERENCES orders, sku text, PRIMARY KEY (order_id, sku));
 CREATE TABLE audit (actor text REFERENCES users, what text);
+CREATE TABLE order_lines (order_id text REFERENCES orders, line_no integer,
+                          PRIMARY KEY (order_id, line_no));
+CREATE TABLE shipments (id text PRIMARY KEY, order_id text, line_no integer,
+                        FOREIGN KEY (order_id, line_no) REFERENCES order_lines);
+ALTER TABLE orders ADD COLUMN region text, ADD COLUMN channel text, ADD UNIQUE (region, channel);
+CREATE TABLE promos (id text PRIMARY KEY, region text, channel text,
+                     FOREIGN KEY (region, channel) REFERENCES orders (region, channel));
 CREATE TABLE posts (id text PRIMARY KEY, user_code text REFERENCES users (code));
 CREATE TABLE comments (id integer PRIMARY KEY, user_id text REFERENCES users,
                        {LONG_COLUMN} text REFERENCES users);
@@ -41,6 +48,8 @@ INSERT INTO posts SELECT 'p' || i, 'c' || (1 + i % 300) FROM generate_series(1, 
 INSERT INTO order_items SELECT 'o' || o, 'sku-' || k FROM generate_series(1, 200) o,
     generate_series(1, 3) k;
 INSERT INTO audit SELECT 'u' || (1 + i % 300), 'did ' || i FROM generate_series(1, 2000) i;
+INSERT INTO order_lines SELECT 'o' || o, l FROM generate_series(1, 200) o, generate_series(1, 2) l;
+INSERT INTO shipments SELECT 's' || i, 'o' || (1 + i % 200), 1 + i % 2 FROM generate_series(1, 300) i;
 -- integer keys whose text order differs from their order: 1, 10, 100, 1000, 1001, ...
 INSERT INTO comments SELECT i, 'u' || (1 + i % 300), 'u' || (1 + i % 7)
 FROM generate_series(1, 1200) i;
@@ -56,7 +65,13 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
         plan = discovery.discover(cur)
     reasons = {item.name: item.reason for item in plan.skipped}
 
-    assert {t.name for t in plan.migrated()} == {"users", "orders", "posts", "event_refs", "events"}
+    assert {t.name for t in plan.migrated()} == {
+        "users", "orders", "posts", "event_refs", "events", "shipments", "promos"
+    }
+    assert "none of whose columns names a migrated key" in _reason(reasons, "public.promos")
+    # shipments(order_id, line_no) -> order_lines, whose order_id references orders
+    via_lines = next(r for r in plan.relations if r.table == "shipments")
+    assert (via_lines.column, via_lines.parent, via_lines.parent_column) == ("order_id", "orders", "")
     assert plan.table("events").partitioned and plan.table("events").partition_key == ("id",)
     assert not any(name.startswith("public.order_items") for name in reasons)
     items = plan.table("order_items")
@@ -107,6 +122,8 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     _assert_translated(conn, "audit", "actor", "actor_uuid_id")
     _assert_batches_match(conn, result.run_id, "audit")
     _assert_partitioned_events_migrated(conn)
+    _assert_translated(conn, "shipments", "order_id", "order_uuid_id", parent="orders")
+    _assert_translated(conn, "order_lines", "order_id", "order_uuid_id", parent="orders")
 
 
 def _assert_partitioned_events_migrated(conn) -> None:

@@ -153,38 +153,83 @@ def _relations(
     relations: list[Relation] = []
     children: dict[str, Table] = {}
     cur.execute(_FOREIGN_KEYS, (schema,))
+    rows = cur.fetchall()
+    through = _single_references(rows, schema, migrated)
     left_alone = {s.name for s in skipped if s.kind == "table"}
-    for name, child_schema, child, columns, parent, parent_columns, is_part in cur.fetchall():
+    for name, child_schema, child, columns, parent, parent_columns, is_part in rows:
         label = f"{child_schema}.{child}({', '.join(columns)}) -> {parent}({', '.join(parent_columns)})"
-        if parent not in migrated:
-            if f"{schema}.{parent}" in left_alone:
-                skipped.append(
-                    Skipped("foreign_key", f"{label} [{name}]", f"{parent} is not migrated")
-                )
-            elif parent in part_of:
-                reason = (
-                    f"{parent} is a partition of {part_of[parent]}: references to one "
-                    "partition are not translated yet"
-                )
+        single = len(columns) == 1
+        found = [
+            (c, target)
+            for c, pc in zip(columns, parent_columns, strict=True)
+            if (target := _target(parent, pc, single, migrated, through)) is not None
+        ]
+        if len(columns) > 1 and not found:
+            if parent in migrated:
+                reason = "a composite foreign key none of whose columns names a migrated key"
                 skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
             continue
-        reason = _why_not_translated(child_schema, child, columns, is_part, schema, here)
+        if parent not in migrated and len(columns) == 1:
+            _note_unmigrated_parent(skipped, left_alone, part_of, schema, parent, f"{label} [{name}]")
+            continue
+        reason = _why_not_translated(child_schema, child, is_part, schema, here)
         if reason:
             skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
             continue
         if child not in migrated and child not in children:
             children[child] = _child_table(here[child])
-        unique = parent_columns[0] if parent_columns[0] != migrated[parent].key else ""
-        relations.append(Relation(child, columns[0], parent, parent_column=unique))
+        for column, target in found:
+            if any(r.table == child and r.column == column for r in relations):
+                continue  # also reached through another key (a composite one's column)
+            pc = parent_columns[columns.index(column)]
+            unique = pc if parent == target.name and pc != target.key else ""
+            relations.append(Relation(child, column, target.name, parent_column=unique))
     return relations, children
 
 
+def _target(
+    parent: str, column: str, single: bool, migrated: dict[str, Table],
+    through: dict[tuple[str, str], Table],
+) -> Table | None:  # fmt: skip
+    """The migrated table a referenced column names: the parent itself (its key, or for a
+    single-column key, a unique column), or the table that column references in turn."""
+    if parent in migrated and (single or column == migrated[parent].key):
+        return migrated[parent]
+    return through.get((parent, column))
+
+
+def _single_references(
+    rows: list[tuple], schema: str, migrated: dict[str, Table]
+) -> dict[tuple[str, str], Table]:
+    """(table, column) -> the migrated table whose key that column references: the way a
+    composite foreign key's column reaches a migrated key through the table it references."""
+    return {
+        (child, columns[0]): migrated[parent]
+        for _, child_schema, child, columns, parent, parent_columns, _ in rows
+        if child_schema == schema and len(columns) == 1 and parent in migrated
+        and parent_columns[0] == migrated[parent].key
+    }
+
+
+def _note_unmigrated_parent(
+    skipped: list[Skipped], left_alone: set[str], part_of: dict[str, str], schema: str,
+    parent: str, label: str,
+) -> None:  # fmt: skip
+    """A foreign key to a table that is not migrated: said only when that table has a string
+    key (and so is itself listed as left alone, or is a partition)."""
+    if f"{schema}.{parent}" in left_alone:
+        skipped.append(Skipped("foreign_key", label, f"{parent} is not migrated"))
+    elif parent in part_of:
+        reason = (
+            f"{parent} is a partition of {part_of[parent]}: references to one partition are "
+            "not translated yet"
+        )
+        skipped.append(Skipped("foreign_key", label, reason))
+
+
 def _why_not_translated(
-    child_schema: str, child: str, columns: list[str], is_partition: bool, schema: str,
-    here: dict[str, _Found],
-) -> str | None:  # fmt: skip
-    if len(columns) > 1:
-        return "a composite foreign key: not translated yet"
+    child_schema: str, child: str, is_partition: bool, schema: str, here: dict[str, _Found]
+) -> str | None:
     if child_schema != schema:
         return f"from schema {child_schema}: references from other schemas are not translated yet"
     info = here.get(child)
