@@ -255,15 +255,9 @@ def test_a_junction_table_is_cut_over_its_composite_key_and_split_when_a_batch_t
             " generate_series(1, 4) t"  # u41..u45 are orphans
         )
         _slow_past_30_rows(cur, "memberships")
-    plan = tmp_path / "plan.toml"
-    plan.write_text(
-        '[[tables]]\nname = "users"\n[[tables]]\nname = "memberships"\nmigrate = false\n'
-        '[[relations]]\ntable = "memberships"\ncolumn = "member"\nparent = "users"\n'
-        "declared = false\n"
-    )
     fast = replace(settings, statement_timeout_ms=1500, min_split_rows=10, batch_size=60)
 
-    result = commands.run(fast, plan_file=str(plan), workers=2, out=io.StringIO())
+    result = _run_translating(fast, tmp_path, "memberships", "member")
 
     assert result.status == RunStatus.SUCCEEDED, result
     _assert_translated(conn, "memberships", "member", "member_uuid_id")
@@ -290,14 +284,9 @@ def test_a_table_without_a_key_is_cut_over_its_blocks_and_split_when_a_batch_tim
             " FROM generate_series(1, 600) i"  # u41..u45 are orphans
         )
         _slow_past_30_rows(cur, "events")
-    plan = tmp_path / "plan.toml"
-    plan.write_text(
-        '[[tables]]\nname = "users"\n[[tables]]\nname = "events"\nmigrate = false\n'
-        '[[relations]]\ntable = "events"\ncolumn = "who"\nparent = "users"\ndeclared = false\n'
-    )
     fast = replace(settings, statement_timeout_ms=1500, min_split_rows=10, batch_size=120)
 
-    result = commands.run(fast, plan_file=str(plan), workers=2, out=io.StringIO())
+    result = _run_translating(fast, tmp_path, "events", "who")
 
     assert result.status == RunStatus.SUCCEEDED, result
     _assert_translated(conn, "events", "who", "who_uuid_id")
@@ -306,6 +295,18 @@ def test_a_table_without_a_key_is_cut_over_its_blocks_and_split_when_a_batch_tim
     recorded = rows(conn, "SELECT row_id FROM uuid_migration.errors")
     assert len(recorded) == orphans and all(r.startswith("(") for (r,) in recorded)  # ctids
     assert status_command.status(fast)["validation"]["overallStatus"] == "passed"
+
+
+def _run_translating(settings, tmp_path, table: str, column: str) -> commands.RunResult:
+    """A hand plan: users migrated, `table` only translated through `column` (no constraint),
+    run by two local workers."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        f'[[tables]]\nname = "users"\n[[tables]]\nname = "{table}"\nmigrate = false\n'
+        f'[[relations]]\ntable = "{table}"\ncolumn = "{column}"\nparent = "users"\n'
+        "declared = false\n"
+    )
+    return commands.run(settings, plan_file=str(plan), workers=2, out=io.StringIO())
 
 
 def _slow_past_30_rows(cur, table: str) -> None:

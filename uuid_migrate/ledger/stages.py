@@ -24,6 +24,11 @@ _STAGE_KEYS = (
     "finished_at",
 )
 
+_SELECT = (
+    "SELECT stage, table_name, kind, depends_on, status, planned, total_rows, batch_count, "
+    "dispatched_upto, started_at, finished_at FROM uuid_migration.stages"
+)
+
 
 def add_stage(cur: Any, run_id: str, position: int, stage: Any) -> None:
     cur.execute(
@@ -36,9 +41,7 @@ def add_stage(cur: Any, run_id: str, position: int, stage: Any) -> None:
 def stages(cur: Any, run_id: str) -> list[dict[str, Any]]:
     """The run's stages in dependency order (parents first)."""
     cur.execute(
-        "SELECT stage, table_name, kind, depends_on, status, planned, total_rows, batch_count, "
-        "dispatched_upto, started_at, finished_at FROM uuid_migration.stages "
-        "WHERE run_id = %s ORDER BY position",
+        f"{_SELECT} WHERE run_id = %s ORDER BY position",
         (run_id,),
     )
     return [dict(zip(_STAGE_KEYS, row, strict=True)) for row in cur.fetchall()]
@@ -47,9 +50,7 @@ def stages(cur: Any, run_id: str) -> list[dict[str, Any]]:
 def stage(cur: Any, run_id: str, name: str) -> dict[str, Any] | None:
     """One stage's row, as `stages` gives it."""
     cur.execute(
-        "SELECT stage, table_name, kind, depends_on, status, planned, total_rows, batch_count, "
-        "dispatched_upto, started_at, finished_at FROM uuid_migration.stages "
-        "WHERE run_id = %s AND stage = %s",
+        f"{_SELECT} WHERE run_id = %s AND stage = %s",
         (run_id, name),
     )
     row = cur.fetchone()
