@@ -83,7 +83,7 @@ def ceiling(url: str, plan: Plan, args: argparse.Namespace, result: Result) -> N
         for s in stages(plan):
             cut = cut_of(plan.table(s.table))
             ranges[s.name] = [
-                r for r, _ in walk_ranges(cur, plan.schema, s.table, cut, args.batch_size)
+                r for r, _ in walk_ranges(cur, *plan.where(s.table), cut, args.batch_size)
             ]
     walk_s, batches = time.perf_counter() - started, []
     with multiprocessing.get_context("fork").Pool(args.workers, _open_connection, (url,)) as pool:

@@ -175,7 +175,19 @@ def _version() -> str:
 
 def _plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plan", metavar="FILE", help="a plan file (or the name of a shipped plan)")
-    p.add_argument("--schema", default="public", help="schema to discover (default public)")
+    p.add_argument(
+        "--schema",
+        type=_schema_list,
+        metavar="A,B",
+        help="schemas to discover, the first holding id_mappings (default: every user schema)",
+    )
+
+
+def _schema_list(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of schemas")
+    return names
 
 
 def _positive(text: str) -> int:
@@ -192,6 +204,11 @@ def dispatch(args: argparse.Namespace) -> int:
     settings = load_settings()
     # Servers log what they do; the other commands talk to people and log only trouble.
     configure_logging(settings, "INFO" if args.command in SERVERS else "WARNING")
+    if getattr(args, "schema", None) and getattr(args, "plan", None):
+        raise ConfigError(
+            "--schema chooses what discovery reads and a plan file names its own tables "
+            "(schema.table): give one or the other"
+        )
     if args.command == "plan":
         sys.stdout.write(commands.plan(settings, args.plan, args.schema))
         return EXIT_OK

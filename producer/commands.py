@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,28 +37,31 @@ class RunResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_plan(conn: Any, plan_path: str | None, schema: str) -> Plan:
-    """The plan from a file (completed from the catalog) or discovered from the schema."""
+def load_plan(conn: Any, plan_path: str | None, schemas: Sequence[str] | None) -> Plan:
+    """The plan from a file (completed from the catalog) or discovered from the schemas
+    (every user schema when None)."""
     with conn.cursor() as cur:
         plan = (
             catalog.resolve(cur, plan_file.load(plan_path))
             if plan_path
-            else discovery.discover(cur, schema)
+            else discovery.discover(cur, schemas)
         )
     conn.commit()
     return plan
 
 
-def plan(settings: Settings, plan_path: str | None = None, schema: str = "public") -> str:
+def plan(
+    settings: Settings, plan_path: str | None = None, schemas: Sequence[str] | None = None
+) -> str:
     """The migration plan as TOML, discovered from the catalog or checked from a file."""
     with db.connection(settings.require_database()) as conn:
-        return plan_file.dumps(load_plan(conn, plan_path, schema))
+        return plan_file.dumps(load_plan(conn, plan_path, schemas))
 
 
 def run(
     settings: Settings,
     plan_file: str | None = None,
-    schema: str = "public",
+    schemas: Sequence[str] | None = None,
     workers: int = 0,
     wait: bool = False,
     out: TextIO = sys.stdout,
@@ -73,7 +77,7 @@ def run(
     try:
         with db.connection(settings.require_database()) as conn:
             _lock_producer(conn)
-            run_id, resumed = _prepare(conn, settings, plan_file, schema, out)
+            run_id, resumed = _prepare(conn, settings, plan_file, schemas, out)
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
             local = start_local(settings, workers, out, worker_logs)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
@@ -151,9 +155,10 @@ def _lock_producer(conn: Any) -> None:
 
 
 def _prepare(
-    conn: Any, settings: Settings, plan_path: str | None, schema: str, out: TextIO
+    conn: Any, settings: Settings, plan_path: str | None, schemas: Sequence[str] | None,
+    out: TextIO,
 ) -> tuple[str, bool]:
-    wanted = load_plan(conn, plan_path, schema) if plan_path or not _active_run(conn) else None
+    wanted = load_plan(conn, plan_path, schemas) if plan_path or not _active_run(conn) else None
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
     for item in the_plan.skipped:

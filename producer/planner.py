@@ -12,7 +12,8 @@ from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.keywalk import walk_ranges
-from uuid_migrate.plan.model import Plan, from_dict, to_dict
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.plan_data import from_dict, to_dict
 from uuid_migrate.plan.stages import stages as plan_stages
 from uuid_migrate.schema.apply import apply_step
 from uuid_migrate.schema.steps import additive_steps, step_from_dict, target_conflicts
@@ -63,7 +64,7 @@ def take_snapshots(conn: Any, run_id: str, plan: Plan) -> None:
     for table in plan.tables:
         if table.name not in have:
             with conn.cursor() as cur:
-                snapshot.capture(cur, run_id, plan.schema, table.name)
+                snapshot.capture(cur, run_id, *plan.where(table.name), table.name)
             conn.commit()
 
 
@@ -103,7 +104,7 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, defa
         _refuse_if_fenced(cur, run_id)
         batches.clear_stage(cur, run_id, stage)
         count, total, chunk = 0, 0, []
-        for key_range, rows in walk_ranges(cur, plan.schema, table, cut_of(spec), size):
+        for key_range, rows in walk_ranges(cur, *plan.where(table), cut_of(spec), size):
             chunk.append((key_range, rows))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:

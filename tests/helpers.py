@@ -116,18 +116,27 @@ def pg_dump_binary() -> str:
     return str(bundled) if bundled.exists() else (shutil.which("pg_dump") or "pg_dump")
 
 
-def database_dump(conn: Any, url: str, schema: str = "public") -> tuple[str, dict[str, str]]:
-    """The schema as pg_dump writes it, and every table's rows in a fixed order (as checksums).
-
-    Independent of the tool's own snapshot code, so a rollback is judged by an outsider.
-    """
+def database_dump(
+    conn: Any, url: str, schema: str | tuple[str, ...] = "public"
+) -> tuple[str, dict[str, str]]:
+    """The schemas as pg_dump writes them, and every table's rows in a fixed order (as
+    checksums). Independent of the tool's own snapshot code, so a rollback is judged by an
+    outsider."""
+    schemas = (schema,) if isinstance(schema, str) else schema
+    # pg_dump takes patterns: double quotes keep a name's case and spaces exact.
+    patterns = [f'--schema="{s}"' for s in schemas]
     text = subprocess.run(
-        [pg_dump_binary(), "--schema-only", f"--schema={schema}", "--no-owner", "-d", url],
+        [pg_dump_binary(), "--schema-only", *patterns, "--no-owner", "-d", url],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     # \restrict lines carry a random key per dump; comments name versions and times.
     kept = [ln for ln in text.splitlines() if ln and not ln.startswith(("--", "\\"))]
-    tables = [r[0] for r in rows(conn, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
-    return "\n".join(kept), {t: table_checksum(conn, t, schema) for t in sorted(tables)}
+    found = rows(
+        conn,
+        "SELECT schemaname, tablename FROM pg_tables WHERE schemaname = ANY(%s)",
+        (list(schemas),),
+    )
+    checksums = {f"{s}.{t}": table_checksum(conn, t, s) for s, t in sorted(found)}
+    return "\n".join(kept), checksums

@@ -62,7 +62,7 @@ FROM generate_series(1, 210) i;
 def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(conn, settings):
     with conn.cursor() as cur:
         cur.execute(SCHEMA)
-        plan = discovery.discover(cur)
+        plan = discovery.discover(cur, ["public"])
     reasons = {item.name: item.reason for item in plan.skipped}
 
     assert {t.name for t in plan.migrated()} == {
@@ -79,8 +79,8 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     assert not any(name.startswith("public.audit") for name in reasons)
     audit = plan.table("audit")
     assert (audit.key, audit.key_columns) == ("", ())  # cut over its blocks
-    assert "from schema crm" in _reason(reasons, "crm.notes(user_id)")
-    assert "--schema crm" in reasons["crm.contacts"]
+    assert "from schema crm is not among --schema public" in _reason(reasons, "crm.notes(user_id)")
+    assert "--schema public,crm" in reasons["crm.contacts"]
     partitions = ("events_0", "events_1")
     assert not [t.name for t in plan.tables if t.name in partitions]
     assert not [name for name in reasons if any(p in name for p in partitions)], reasons
@@ -94,16 +94,16 @@ def test_what_cannot_be_translated_is_named_everywhere_and_the_rest_is_migrated(
     long = next(r for r in plan.relations if r.column == LONG_COLUMN)
     assert len(long.uuid_column.encode()) <= 63 and long.uuid_column.endswith("_uuid_id")
 
-    toml = commands.plan(settings)
+    toml = commands.plan(settings, schemas=["public"])
     assert toml.count("\n[[skipped]]\n") == len(plan.skipped) and "crm.notes" in toml
     assert 'cut = "block ranges (ctid): the table has no primary key"' in toml
     assert 'key_columns = [\n    "order_id",\n    "sku",\n]' in toml
-    baseline = validate_command.validate(settings)
+    baseline = validate_command.validate(settings, schemas=["public"])
     warned = {c["table"] for c in baseline["checks"] if c["name"] == "not_migrated"}
     assert warned == set(reasons) and baseline["overallStatus"] == "passed"
 
     out = io.StringIO()
-    result = commands.run(settings, workers=2, out=out)
+    result = commands.run(settings, schemas=["public"], workers=2, out=out)
 
     assert result.status == RunStatus.SUCCEEDED, out.getvalue()
     lines = out.getvalue().splitlines()

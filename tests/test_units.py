@@ -196,3 +196,21 @@ def test_a_partitioned_table_round_trips_through_the_plan_file_and_its_index_ste
     long = partition_index_name("public", "p" * 70, "uuid_id")
     assert len(long.encode()) <= 63 and long.endswith("_uuid_id_key")
     assert long != partition_index_name("public", "p" * 69 + "q", "uuid_id")
+
+
+def test_tables_of_other_schemas_are_named_schema_dot_table_and_round_trip():
+    text = (
+        'schema = "app"\n'
+        '[[tables]]\nname = "users"\n'
+        '[[tables]]\nname = "billing.cards"\n'
+        '[[tables]]\nname = "odd.name"\nschema = "app"\n'  # a dot inside a name of `app`
+        '[[relations]]\ntable = "billing.cards"\ncolumn = "holder"\nparent = "app.users"\n'
+    )
+    plan = plan_file.load_text(text)
+
+    assert plan.where("users") == ("app", "users")
+    assert plan.where("billing.cards") == ("billing", "cards")
+    assert plan.where("odd.name") == ("app", "odd.name")
+    assert plan.relations[0].parent == "users"  # `app.users` is the plan's own `users`
+    assert plan.schemas() == ("app", "billing")
+    assert plan_file.load_text(plan_file.dumps(plan)) == plan

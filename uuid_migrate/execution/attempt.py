@@ -12,7 +12,8 @@ from uuid_migrate.execution.statement import batch_statement
 from uuid_migrate.ledger import batches, runs
 from uuid_migrate.ledger.batches import Batch
 from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
-from uuid_migrate.plan.model import Plan, from_dict
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.plan.stages import Stage, stages
 
 #: Plans parsed once per process and run, since every batch of a run shares one.

@@ -36,7 +36,7 @@ def split_batch(
             halves = batches.halves_of(cur, batch) if current.status == BatchStatus.SPLIT else []
             conn.commit()
             return halves
-        where = (plan.schema, stage.table, cut_of(plan.table(stage.table)), batch.key_range)
+        where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
         rows = keywalk.rows_in(cur, *where)
         median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:

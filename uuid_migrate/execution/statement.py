@@ -24,7 +24,7 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
     """The parent's UUID for the child's reference; NULL when the parent row is missing."""
     return sql.SQL("(SELECT p.{uuid} FROM {parent} AS p WHERE p.{key} = c.{col})").format(
         uuid=sql.Identifier(UUID_COLUMN),
-        parent=qualified(plan.schema, rel.parent),
+        parent=plan.qualified(rel.parent),
         key=sql.Identifier(plan.parent_column(rel)),
         col=sql.Identifier(rel.column),
     )
@@ -63,7 +63,7 @@ def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
     return sql.SQL(
         "upd AS (UPDATE {table} AS c SET {sets} WHERE {range} AND ({work}) RETURNING {ret})"
     ).format(
-        table=qualified(plan.schema, stage.table),
+        table=plan.qualified(stage.table),
         sets=sql.SQL(", ").join(sets),
         range=cut.condition(_CHILD, key_range),
         work=sql.SQL(" OR ").join(needs_work),
@@ -120,7 +120,7 @@ def _unwritten_orphans(
         record=_orphan_record(
             plan, stage, run_id, rel, cut.row_id(row), sql.SQL("{}::text").format(value)
         ),
-        source=qualified(plan.schema, stage.table),
+        source=plan.qualified(stage.table),
         range=cut.condition(row, key_range),
         value=value,
         target=sql.Identifier(rel.uuid_column),
@@ -153,7 +153,7 @@ def _orphan_record(
 def _no_parent(plan: Plan, rel: Relation, value: sql.Composable) -> sql.Composed:
     """No parent row has `value` in the referenced column."""
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = {value})").format(
-        parent=qualified(plan.schema, rel.parent),
+        parent=plan.qualified(rel.parent),
         key=sql.Identifier(plan.parent_column(rel)),
         value=value,
     )

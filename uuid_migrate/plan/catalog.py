@@ -8,13 +8,14 @@ from typing import Any
 
 from uuid_migrate.errors import PlanError
 from uuid_migrate.identifiers import regclass_text
-from uuid_migrate.plan.discovery import STRING_TYPES, schema_exists
+from uuid_migrate.plan.discovery import schema_exists
+from uuid_migrate.plan.found import STRING_TYPES
 from uuid_migrate.plan.model import Plan, Table, validate
 
 _TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\(\s*\d+(\s*,\s*\d+)?\s*\))?(\[\])?$")
 
 _PRIMARY_KEYS = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
+SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
        bt.typname
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
@@ -22,9 +23,9 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.conkey[1]
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-WHERE k.contype = 'p' AND n.nspname = %s AND cardinality(k.conkey) = 1
+WHERE k.contype = 'p' AND n.nspname = ANY(%s) AND cardinality(k.conkey) = 1
   AND c.relkind IN ('r', 'p')
-ORDER BY c.relname
+ORDER BY n.nspname, c.relname
 """
 
 
@@ -56,33 +57,40 @@ def partitioning(cur: Any, schema: str, table: str) -> tuple[bool, bool, tuple[s
     return bool(partitioned), bool(partition), tuple(keys)
 
 
-def primary_keys(cur: Any, schema: str) -> dict[str, tuple[str, str, str]]:
-    """table -> (key column, its declared type, its base type name) for single-column keys."""
-    cur.execute(_PRIMARY_KEYS, (schema,))
-    return {table: (col, declared, base) for table, col, declared, base in cur.fetchall()}
+def primary_keys(cur: Any, plan: Plan) -> dict[str, tuple[str, str, str]]:
+    """A table of the plan -> (key column, its declared type, its base type name), for the
+    tables that have a single-column key."""
+    cur.execute(_PRIMARY_KEYS, (list(plan.schemas()),))
+    found = {(s, t): (col, declared, base) for s, t, col, declared, base in cur.fetchall()}
+    return {t.name: found[plan.where(t.name)] for t in plan.tables if plan.where(t.name) in found}
+
+
+def _require_schemas(cur: Any, plan: Plan) -> None:
+    for schema in plan.schemas():
+        if not schema_exists(cur, schema):
+            raise PlanError(f"schema {schema!r} does not exist")
 
 
 def resolve(cur: Any, plan: Plan) -> Plan:
     """Complete a plan written by hand from the catalog, or say precisely what does not fit."""
-    if not schema_exists(cur, plan.schema):
-        raise PlanError(f"schema {plan.schema!r} does not exist")
-    keys = primary_keys(cur, plan.schema)
-    tables = tuple(_resolve_table(cur, plan.schema, t, keys) for t in plan.tables)
+    _require_schemas(cur, plan)
+    keys = primary_keys(cur, plan)
+    tables = tuple(_resolve_table(cur, plan.where(t.name), t, keys) for t in plan.tables)
     resolved = replace(plan, tables=tables)
     for rel in plan.relations:
-        _require_column(cur, plan.schema, rel.table, rel.column)
+        _require_column(cur, plan.where(rel.table), rel.column)
         if rel.parent_column:
-            _require_column(cur, plan.schema, rel.parent, rel.parent_column)
-            _require_unique(cur, plan.schema, rel.parent, rel.parent_column)
+            _require_column(cur, plan.where(rel.parent), rel.parent_column)
+            _require_unique(cur, plan.where(rel.parent), rel.parent_column)
     return validate(resolved)
 
 
-def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (regclass_text(schema, table.name),))
+def _resolve_table(cur: Any, where: tuple[str, str], table: Table, keys: dict) -> Table:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (regclass_text(*where),))
     if not cur.fetchone()[0]:
-        raise PlanError(f"table {schema}.{table.name} does not exist")
+        raise PlanError(f"table {'.'.join(where)} does not exist")
     if table.name not in keys:
-        return _composite_table(cur, schema, table)
+        return _composite_table(cur, where, table)
     col, declared, base = keys[table.name]
     if table.key and table.key != col:
         raise PlanError(f"table {table.name!r}: key {table.key!r} is not its primary key ({col!r})")
@@ -92,7 +100,7 @@ def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
         )
     for extra in table.extra_columns:
         check_type_name(cur, extra.type)
-    partitioned, partition, part_key = partitioning(cur, schema, table.name)
+    partitioned, partition, part_key = partitioning(cur, *where)
     if partition:
         raise PlanError(
             f"table {table.name!r} is a partition: name its partitioned table, which is "
@@ -101,10 +109,10 @@ def _resolve_table(cur: Any, schema: str, table: Table, keys: dict) -> Table:
     return replace(table, key=col, key_type=declared, partitioned=partitioned, partition_key=part_key)
 
 
-def _composite_table(cur: Any, schema: str, table: Table) -> Table:
+def _composite_table(cur: Any, where: tuple[str, str], table: Table) -> Table:
     """A table that is only translated may have a composite primary key, or none: batches are
     cut over it, or over its blocks. A migrated table needs a single string key."""
-    columns = primary_key_columns(cur, schema, table.name)
+    columns = primary_key_columns(cur, *where)
     if table.migrate:
         raise PlanError(f"table {table.name!r} has no single-column primary key")
     if table.key_columns and tuple(table.key_columns) != columns:
@@ -115,26 +123,27 @@ def _composite_table(cur: Any, schema: str, table: Table) -> Table:
     return replace(table, key="", key_type="", key_columns=columns)
 
 
-def _require_column(cur: Any, schema: str, table: str, column: str) -> None:
+def _require_column(cur: Any, where: tuple[str, str], column: str) -> None:
     cur.execute(
         "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = %s "
         "AND attnum > 0 AND NOT attisdropped",
-        (regclass_text(schema, table), column),
+        (regclass_text(*where), column),
     )
     if cur.fetchone() is None:
-        raise PlanError(f"column {table}.{column} does not exist")
+        raise PlanError(f"column {'.'.join(where)}.{column} does not exist")
 
 
-def _require_unique(cur: Any, schema: str, table: str, column: str) -> None:
+def _require_unique(cur: Any, where: tuple[str, str], column: str) -> None:
     """A reference through a column other than the key needs that column unique, or one
     value could name two parent rows."""
     cur.execute(
         "SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
         "AND a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(%s) AND i.indisunique "
         "AND i.indisvalid AND i.indnkeyatts = 1 AND i.indpred IS NULL AND a.attname = %s",
-        (regclass_text(schema, table), column),
+        (regclass_text(*where), column),
     )
     if cur.fetchone() is None:
+        table = ".".join(where)
         raise PlanError(
             f"column {table}.{column} is not unique, so a reference to it could name several "
             f"{table} rows: add a unique constraint on it, or reference the primary key"
@@ -156,17 +165,16 @@ def complete(cur: Any, plan: Plan) -> Plan:
 
     For `validate`, which reports a missing table or key as a failed check instead of refusing.
     """
-    if not schema_exists(cur, plan.schema):
-        raise PlanError(f"schema {plan.schema!r} does not exist")
-    keys = primary_keys(cur, plan.schema)
-    tables = tuple(_completed(cur, plan.schema, t, keys) for t in plan.tables)
+    _require_schemas(cur, plan)
+    keys = primary_keys(cur, plan)
+    tables = tuple(_completed(cur, plan.where(t.name), t, keys) for t in plan.tables)
     return replace(plan, tables=tables)
 
 
-def _completed(cur: Any, schema: str, table: Table, keys: dict) -> Table:
+def _completed(cur: Any, where: tuple[str, str], table: Table, keys: dict) -> Table:
     if table.name in keys:
         return replace(table, key=table.key or keys[table.name][0], key_type=keys[table.name][1])
-    columns = primary_key_columns(cur, schema, table.name)
+    columns = primary_key_columns(cur, *where)
     if not table.migrate and not table.key_columns:
         return replace(table, key="", key_type="", key_columns=columns)
     return table

@@ -1,5 +1,6 @@
-"""Discovery from pg_catalog: the string-keyed tables of a schema, every foreign key to them,
-and, for each one the migration leaves alone, the reason.
+"""Discovery from pg_catalog: the string-keyed tables of every user schema (or of the schemas
+named), every foreign key to them from any schema, and, for each one the migration leaves
+alone, the reason.
 
 Nothing is skipped silently: a table with a string primary key that is not migrated, or a
 foreign key to a migrated table that is not translated, is listed in the plan's `skipped`
@@ -8,18 +9,23 @@ with why, so `plan`, `validate` and `run` can say so before anything changes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 from uuid_migrate.errors import PlanError
 from uuid_migrate.identifiers import LEDGER_SCHEMA
-from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Relation, Skipped, Table, validate
+from uuid_migrate.plan.found import SYSTEM_SCHEMAS, Found, Scope, Where
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Skipped, Table, validate
 from uuid_migrate.plan.naming import distinct_reference_columns
+from uuid_migrate.plan.references import relations_and_children
 
-#: Key types we migrate: text, varchar and char (and domains over them).
-STRING_TYPES = ("text", "varchar", "bpchar")
-#: Schemas that are never the application's.
-_SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", LEDGER_SCHEMA)
+#: The schema a plan's `id_mappings` goes to when it has tables to migrate and none is named.
+DEFAULT_SCHEMA = "public"
+
+_USER_SCHEMAS = """
+SELECT nspname FROM pg_namespace
+WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg\\_%%' ORDER BY nspname
+"""
 
 _TABLES = """
 SELECT n.nspname, c.relname, c.relkind, c.relispartition,
@@ -37,81 +43,42 @@ SELECT n.nspname, c.relname, c.relkind, c.relispartition,
        ARRAY(SELECT a.attname FROM pg_partitioned_table pt
              CROSS JOIN LATERAL unnest(pt.partattrs::int2[]) WITH ORDINALITY u(num, ord)
              JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = u.num
-             WHERE pt.partrelid = c.oid ORDER BY u.ord)
+             WHERE pt.partrelid = c.oid ORDER BY u.ord),
+       (SELECT e.extname FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
+        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+          AND d.refclassid = 'pg_extension'::regclass LIMIT 1)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'p'
 WHERE c.relkind IN ('r', 'p') AND n.nspname <> ALL(%s) AND n.nspname NOT LIKE 'pg\\_%%'
 ORDER BY n.nspname, c.relname
 """
 
-_FOREIGN_KEYS = """
-SELECT k.conname, n.nspname, c.relname,
-       ARRAY(SELECT a.attname FROM unnest(k.conkey) WITH ORDINALITY u(num, ord)
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = u.num ORDER BY u.ord),
-       pc.relname,
-       ARRAY(SELECT a.attname FROM unnest(k.confkey) WITH ORDINALITY u(num, ord)
-             JOIN pg_attribute a ON a.attrelid = pc.oid AND a.attnum = u.num ORDER BY u.ord),
-       c.relispartition
-FROM pg_constraint k
-JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_class pc ON pc.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-WHERE k.contype = 'f' AND pn.nspname = %s AND n.nspname NOT LIKE 'pg\\_%%'
-  AND k.conparentid = 0
-ORDER BY n.nspname, c.relname, k.conname
-"""
-
-
-@dataclass(frozen=True)
-class _Found:
-    """A table as the catalog shows it."""
-
-    schema: str
-    name: str
-    kind: str
-    is_partition: bool
-    partition_of: str | None
-    partition_of_schema: str | None
-    key: tuple[str, ...]
-    key_type: str | None
-    key_base: str | None
-    partition_key: tuple[str, ...] = ()
-
-    @property
-    def string_key(self) -> bool:
-        return len(self.key) == 1 and self.key_base in STRING_TYPES
-
-
 def schema_exists(cur: Any, schema: str) -> bool:
     cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
     return cur.fetchone() is not None
 
 
-def discover(cur: Any, schema: str = "public") -> Plan:
-    """The plan for every string-keyed table of `schema` and every foreign key to one of them,
-    with what is left alone and why."""
-    if schema == LEDGER_SCHEMA:
-        raise PlanError("the ledger schema cannot be migrated")
-    if not schema_exists(cur, schema):
-        raise PlanError(f"schema {schema!r} does not exist")
-    cur.execute(_TABLES, (list(_SYSTEM_SCHEMAS),))
-    found = [_Found(*row[:6], tuple(row[6]), row[7], row[8], tuple(row[9])) for row in cur.fetchall()]
-    here = {t.name: t for t in found if t.schema == schema}
+def discover(cur: Any, schemas: Sequence[str] | str | None = None) -> Plan:
+    """The plan for every string-keyed table of the schemas (every user schema when none are
+    named) and every foreign key to one of them, with what is left alone and why."""
+    found = _found_tables(cur)
+    searched = _schemas_to_search(cur, schemas)
     partitions = _partitions_of_string_keyed(found)
-    migrated: dict[str, Table] = {}
+    candidates = [t for t in found if t.string_key and t.where not in partitions]
+    scope = _scope(searched, schemas is not None, candidates)
+    migrated: dict[Where, Table] = {}
     skipped: list[Skipped] = []
-    for t in found:
-        if t.string_key and t.name != MAPPING_TABLE and (t.schema, t.name) not in partitions:
-            reason = _why_not_migrated(t, schema)
-            if reason is None:
-                migrated[t.name] = _table(t)
-            else:
-                skipped.append(Skipped("table", f"{t.schema}.{t.name}", reason))
+    for t in sorted(candidates, key=lambda t: (t.schema != scope.home, t.schema, t.name)):
+        reason = _why_not_migrated(t, scope)
+        if reason is None:
+            migrated[t.where] = scope.table(t, key=t.key[0], **_key_fields(t))
+        else:
+            skipped.append(Skipped("table", f"{t.schema}.{t.name}", reason))
     if not migrated:
-        raise PlanError(_nothing_found(schema, found))
-    part_of = {name: parent for (s, name), parent in partitions.items() if s == schema}
-    relations, children = _relations(cur, schema, here, migrated, skipped, part_of)
+        raise PlanError(_nothing_found(searched, found))
+    relations, children = relations_and_children(cur, scope, found, migrated, skipped, partitions)
     plan = Plan(
-        schema,
+        scope.home,
         tuple(migrated.values()) + tuple(children.values()),
         tuple(distinct_reference_columns(relations)),
         skipped=tuple(skipped),
@@ -119,151 +86,78 @@ def discover(cur: Any, schema: str = "public") -> Plan:
     return validate(plan)
 
 
-def _table(t: _Found, migrate: bool = True) -> Table:
-    return Table(
-        t.name, t.key[0], t.key_type or "text", migrate=migrate, partitioned=t.kind == "p",
-        partition_key=t.partition_key,
-    )  # fmt: skip
+def _found_tables(cur: Any) -> list[Found]:
+    cur.execute(_TABLES, (list(SYSTEM_SCHEMAS),))
+    return [
+        Found(*row[:6], tuple(row[6]), row[7], row[8], tuple(row[9]), row[10])
+        for row in cur.fetchall()
+    ]
 
 
-def _partitions_of_string_keyed(found: list[_Found]) -> dict[tuple[str, str], str]:
+def _schemas_to_search(cur: Any, schemas: Sequence[str] | str | None) -> tuple[str, ...]:
+    if schemas is None:
+        cur.execute(_USER_SCHEMAS, (list(SYSTEM_SCHEMAS),))
+        return tuple(row[0] for row in cur.fetchall())
+    named = tuple(s.strip() for s in ([schemas] if isinstance(schemas, str) else schemas))
+    for schema in named:
+        if schema == LEDGER_SCHEMA:
+            raise PlanError("the ledger schema cannot be migrated")
+        if not schema_exists(cur, schema):
+            raise PlanError(f"schema {schema!r} does not exist")
+    return tuple(dict.fromkeys(named))
+
+
+def _scope(searched: tuple[str, ...], named: bool, candidates: list[Found]) -> Scope:
+    """The plan's own schema: the first one named, else `public` when it has a table to
+    migrate, else the first schema that has one."""
+    if named:
+        return Scope(searched, searched[0], True)
+    with_tables = [s for s in searched if any(t.schema == s and _own(t) for t in candidates)]
+    home = DEFAULT_SCHEMA if DEFAULT_SCHEMA in with_tables else (with_tables or [DEFAULT_SCHEMA])[0]
+    return Scope(searched, home, False)
+
+
+def _own(t: Found) -> bool:
+    return t.extension is None and not t.partition_of
+
+
+def _key_fields(t: Found) -> dict[str, Any]:
+    return {
+        "key_type": t.key_type or "text",
+        "partitioned": t.kind == "p",
+        "partition_key": t.partition_key,
+    }
+
+
+def _partitions_of_string_keyed(found: list[Found]) -> dict[Where, str]:
     """(schema, name) -> parent of every partition whose parent has a string key: migrated
     (or left alone, and said so) through that parent, so never an entry of its own."""
-    keyed = {(t.schema, t.name) for t in found if t.string_key}
+    keyed = {t.where for t in found if t.string_key}
     return {
-        (t.schema, t.name): t.partition_of
+        t.where: t.partition_of
         for t in found
         if t.partition_of and (t.partition_of_schema, t.partition_of) in keyed
     }
 
 
-def _why_not_migrated(t: _Found, schema: str) -> str | None:
-    if t.schema != schema:
-        return f"in schema {t.schema}: only schema {schema!r} is discovered (--schema {t.schema})"
+def _why_not_migrated(t: Found, scope: Scope) -> str | None:
+    if t.schema not in scope.schemas:
+        return scope.outside(t.schema)
+    if t.extension:
+        return f"belongs to extension {t.extension}, not to the application: not migrated"
+    if t.schema == scope.home and t.name == MAPPING_TABLE:
+        return f"{MAPPING_TABLE} is the name of the table the migration keeps its mappings in"
     if t.partition_of:
         return f"a partition of {t.partition_of}, which has no single string primary key: not migrated"
     return None
 
 
-def _relations(
-    cur: Any, schema: str, here: dict[str, _Found], migrated: dict[str, Table],
-    skipped: list[Skipped], part_of: dict[str, str],
-) -> tuple[list[Relation], dict[str, Table]]:  # fmt: skip
-    """Each foreign key to a migrated table, as a relation or as skipped with the reason."""
-    relations: list[Relation] = []
-    children: dict[str, Table] = {}
-    cur.execute(_FOREIGN_KEYS, (schema,))
-    rows = cur.fetchall()
-    through = _single_references(rows, schema, migrated)
-    left_alone = {s.name for s in skipped if s.kind == "table"}
-    for name, child_schema, child, columns, parent, parent_columns, is_part in rows:
-        label = f"{child_schema}.{child}({', '.join(columns)}) -> {parent}({', '.join(parent_columns)})"
-        single = len(columns) == 1
-        found = [
-            (c, target)
-            for c, pc in zip(columns, parent_columns, strict=True)
-            if (target := _target(parent, pc, single, migrated, through)) is not None
-        ]
-        if len(columns) > 1 and not found:
-            if parent in migrated:
-                reason = "a composite foreign key none of whose columns names a migrated key"
-                skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
-            continue
-        if parent not in migrated and len(columns) == 1:
-            _note_unmigrated_parent(skipped, left_alone, part_of, schema, parent, f"{label} [{name}]")
-            continue
-        reason = _why_not_translated(child_schema, child, is_part, schema, here)
-        if reason:
-            skipped.append(Skipped("foreign_key", f"{label} [{name}]", reason))
-            continue
-        if child not in migrated and child not in children:
-            children[child] = _child_table(here[child])
-        for column, target in found:
-            if any(r.table == child and r.column == column for r in relations):
-                continue  # also reached through another key (a composite one's column)
-            pc = parent_columns[columns.index(column)]
-            unique = pc if parent == target.name and pc != target.key else ""
-            relations.append(Relation(child, column, target.name, parent_column=unique))
-    return relations, children
-
-
-def _target(
-    parent: str, column: str, single: bool, migrated: dict[str, Table],
-    through: dict[tuple[str, str], Table],
-) -> Table | None:  # fmt: skip
-    """The migrated table a referenced column names: the parent itself (its key, or for a
-    single-column key, a unique column), or the table that column references in turn."""
-    if parent in migrated and (single or column == migrated[parent].key):
-        return migrated[parent]
-    return through.get((parent, column))
-
-
-def _single_references(
-    rows: list[tuple], schema: str, migrated: dict[str, Table]
-) -> dict[tuple[str, str], Table]:
-    """(table, column) -> the migrated table whose key that column references: the way a
-    composite foreign key's column reaches a migrated key through the table it references."""
-    return {
-        (child, columns[0]): migrated[parent]
-        for _, child_schema, child, columns, parent, parent_columns, _ in rows
-        if child_schema == schema and len(columns) == 1 and parent in migrated
-        and parent_columns[0] == migrated[parent].key
-    }
-
-
-def _note_unmigrated_parent(
-    skipped: list[Skipped], left_alone: set[str], part_of: dict[str, str], schema: str,
-    parent: str, label: str,
-) -> None:  # fmt: skip
-    """A foreign key to a table that is not migrated: said only when that table has a string
-    key (and so is itself listed as left alone, or is a partition)."""
-    if f"{schema}.{parent}" in left_alone:
-        skipped.append(Skipped("foreign_key", label, f"{parent} is not migrated"))
-    elif parent in part_of:
-        reason = (
-            f"{parent} is a partition of {part_of[parent]}: references to one partition are "
-            "not translated yet"
-        )
-        skipped.append(Skipped("foreign_key", label, reason))
-
-
-def _why_not_translated(
-    child_schema: str, child: str, is_partition: bool, schema: str, here: dict[str, _Found]
-) -> str | None:
-    if child_schema != schema:
-        return f"from schema {child_schema}: references from other schemas are not translated yet"
-    info = here.get(child)
-    if info is None:
-        return f"{child} is not a table: not translated"
-    if is_partition or info.partition_of:
-        return (
-            f"from a partition of {info.partition_of}: references declared on one partition "
-            "are not translated yet"
-        )
-    if info.kind == "p" and not info.key:
-        return (
-            f"{child} is partitioned and has no primary key: block ranges cannot span its "
-            "partitions, so it is not translated yet"
-        )
-    return None
-
-
-def _child_table(info: _Found) -> Table:
-    """A table that only references migrated ones: cut over its key, one column or several,
-    or over its blocks when it has none."""
-    if not info.key:
-        return Table(info.name, "", "", migrate=False)
-    if len(info.key) > 1:
-        return Table(
-            info.name, "", "", migrate=False, key_columns=info.key,
-            partitioned=info.kind == "p", partition_key=info.partition_key,
-        )  # fmt: skip
-    return _table(info, migrate=False)
-
-
-def _nothing_found(schema: str, found: list[_Found]) -> str:
-    elsewhere = sorted({t.schema for t in found if t.string_key and t.schema != schema})
-    message = f"schema {schema!r} has no table with a single text/varchar/char primary key"
+def _nothing_found(searched: tuple[str, ...], found: list[Found]) -> str:
+    message = (
+        "no table with a single text/varchar/char primary key to migrate in schema"
+        f"{'s' if len(searched) != 1 else ''} {', '.join(searched) or '(none)'}"
+    )
+    elsewhere = sorted({t.schema for t in found if t.string_key and t.schema not in searched})
     if elsewhere:
         message += f"; schemas with such tables: {', '.join(elsewhere)} (use --schema)"
     return message

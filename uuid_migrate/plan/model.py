@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from psycopg2 import sql
+
 from uuid_migrate.errors import PlanError
-from uuid_migrate.plan.cuts import cut_of
+from uuid_migrate.identifiers import qualified
 from uuid_migrate.plan.naming import MAX_IDENTIFIER_BYTES, reference_uuid_column
 
 #: The column every migrated table gains, as in the migration guide.
@@ -21,6 +23,17 @@ class ExtraColumn:
 
     name: str
     type: str = "uuid"
+
+
+def table_label(schema: str, relation: str, home: str) -> str:
+    """How the plan names a table: bare in the plan's own schema, `schema.table` elsewhere."""
+    return relation if schema == home else f"{schema}.{relation}"
+
+
+def make_table(schema: str, relation: str, home: str, **fields: Any) -> Table:
+    """A plan entry for `schema.relation` in a plan whose own schema is `home`."""
+    in_home = schema == home
+    return Table(table_label(schema, relation, home), schema="" if in_home else schema, **fields)
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,14 @@ class Table:
     key_columns: tuple[str, ...] = ()
     partitioned: bool = False
     partition_key: tuple[str, ...] = ()
+    #: The schema of a table outside the plan's own; its `name` is then `schema.table`, the
+    #: name the plan, its stages and `id_mappings.table_name` know it by.
+    schema: str = ""
+
+    @property
+    def relation(self) -> str:
+        """The table's name in its schema."""
+        return self.name[len(self.schema) + 1 :] if self.schema else self.name
 
 
 @dataclass(frozen=True)
@@ -76,7 +97,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole migration: the schema, its tables in plan order, and their relations."""
+    """A whole migration: its own schema (where `id_mappings` lives), its tables in plan
+    order (from any schema), and their relations."""
 
     schema: str = "public"
     tables: tuple[Table, ...] = ()
@@ -90,6 +112,20 @@ class Plan:
             if table.name == name:
                 return table
         raise PlanError(f"table {name!r} is not in the plan")
+
+    def where(self, name: str) -> tuple[str, str]:
+        """(schema, table) of a table of the plan, as PostgreSQL names it."""
+        table = self.table(name)
+        return table.schema or self.schema, table.relation
+
+    def qualified(self, name: str) -> sql.Composed:
+        """A table of the plan as SQL, schema-qualified and quoted."""
+        return qualified(*self.where(name))
+
+    def schemas(self) -> tuple[str, ...]:
+        """Every schema the plan touches, its own first."""
+        others = sorted({t.schema for t in self.tables if t.schema and t.schema != self.schema})
+        return (self.schema, *others)
 
     def migrated(self) -> tuple[Table, ...]:
         return tuple(t for t in self.tables if t.migrate)
@@ -159,87 +195,3 @@ def added_columns(plan: Plan, table: str) -> list[str]:
     names += [c.name for c in spec.extra_columns]
     names += [r.uuid_column for r in plan.relations_of(table)]
     return names
-
-
-def to_dict(plan: Plan) -> dict[str, Any]:
-    """The plan as plain data: the TOML file format and what the ledger stores."""
-    out: dict[str, Any] = {"schema": plan.schema}
-    if plan.batch_size:
-        out["batch_size"] = plan.batch_size
-    out["tables"] = [_table_dict(t) for t in plan.tables]
-    out["relations"] = [_relation_dict(r) for r in plan.relations]
-    if plan.skipped:
-        out["skipped"] = [{"kind": s.kind, "name": s.name, "reason": s.reason} for s in plan.skipped]
-    return out
-
-
-def _table_dict(table: Table) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": table.name, "key": table.key, "key_type": table.key_type}
-    if not table.migrate:
-        out["migrate"] = False
-    if table.batch_size:
-        out["batch_size"] = table.batch_size
-    if table.extra_columns:
-        out["extra_columns"] = [{"name": c.name, "type": c.type} for c in table.extra_columns]
-    if table.key_columns:
-        out["key_columns"] = list(table.key_columns)
-    out["cut"] = cut_of(table).describe()  # for the reader; derived again when read
-    if table.partitioned:
-        out["partitioned"] = True
-        out["partition_key"] = list(table.partition_key)
-    return out
-
-
-def _relation_dict(rel: Relation) -> dict[str, Any]:
-    out: dict[str, Any] = {"table": rel.table, "column": rel.column, "parent": rel.parent}
-    out["uuid_column"] = rel.uuid_column
-    if rel.parent_column:
-        out["parent_column"] = rel.parent_column
-    if not rel.declared:
-        out["declared"] = False
-    return out
-
-
-def from_dict(data: dict[str, Any]) -> Plan:
-    """Build a plan from plain data (a parsed TOML file or the ledger's copy)."""
-    try:
-        tables = tuple(_table_from(t) for t in data.get("tables", []))
-        relations = tuple(_relation_from(r) for r in data.get("relations", []))
-        batch_size = data.get("batch_size")
-        skipped = tuple(
-            Skipped(str(s.get("kind", "table")), str(s["name"]), str(s.get("reason", "")))
-            for s in data.get("skipped", [])
-        )
-        return Plan(str(data.get("schema", "public")), tables, relations, batch_size, skipped)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PlanError(f"plan is malformed: {exc}") from None
-
-
-def _table_from(data: dict[str, Any]) -> Table:
-    extras = tuple(
-        ExtraColumn(str(c["name"]), str(c.get("type", "uuid")))
-        for c in data.get("extra_columns", [])
-    )
-    size = data.get("batch_size")
-    return Table(
-        name=str(data["name"]),
-        key=str(data.get("key", "")),
-        key_type=str(data.get("key_type", "")),
-        migrate=bool(data.get("migrate", True)),
-        batch_size=int(size) if size is not None else None,
-        extra_columns=extras,
-        key_columns=tuple(str(c) for c in data.get("key_columns", [])),
-        partitioned=bool(data.get("partitioned", False)),
-        partition_key=tuple(str(c) for c in data.get("partition_key", [])),
-    )
-
-
-def _relation_from(data: dict[str, Any]) -> Relation:
-    return Relation(
-        table=str(data["table"]),
-        column=str(data["column"]),
-        parent=str(data["parent"]),
-        uuid_column=str(data.get("uuid_column", "")),
-        declared=bool(data.get("declared", True)),
-        parent_column=str(data.get("parent_column", "")),
-    )

@@ -8,7 +8,8 @@ from pathlib import Path
 import tomli_w
 
 from uuid_migrate.errors import PlanError
-from uuid_migrate.plan.model import Plan, from_dict, to_dict
+from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.plan_data import from_dict, to_dict
 
 #: Plans shipped with the tool, usable by name (`--plan clinic`).
 SHIPPED_PLANS = Path(__file__).resolve().parents[2] / "config" / "plans"

@@ -16,7 +16,8 @@ from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import figures, runs, step_records
-from uuid_migrate.plan.model import MAPPING_TABLE, Plan, from_dict
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan
+from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.schema.apply import advisory_lock, reverse_step
 from uuid_migrate.schema.steps import CreateMappingTable, Step, index_steps, step_from_dict
 

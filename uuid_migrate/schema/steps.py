@@ -16,7 +16,7 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified, regclass_text
-from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns
+from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns, table_label
 from uuid_migrate.plan.stages import table_order
 from uuid_migrate.schema.partitioned import PartitionedUniqueIndex
 
@@ -171,7 +171,7 @@ def additive_steps(plan: Plan) -> list[Step]:
     for table in _dependency_order(plan):
         for column in added_columns(plan, table):
             kind = extra_types.get((table, column), "uuid")
-            steps.append(AddColumn(plan.schema, table, column, kind))
+            steps.append(AddColumn(*plan.where(table), column, kind))
     return steps
 
 
@@ -193,7 +193,8 @@ def target_conflicts(cur: Any, plan: Plan) -> list[str]:
             found = step.existing_type(cur)
             if found is not None and not same_type(cur, found, step.type):
                 conflicts.append(
-                    f"column {step.table}.{step.column} already exists as {found}, not {step.type}"
+                    f"column {table_label(step.schema, step.table, plan.schema)}.{step.column} "
+                    f"already exists as {found}, not {step.type}"
                 )
         elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
             conflicts.append(
@@ -223,11 +224,12 @@ def uuid_index(plan: Plan, table: str) -> Index:
     """The table's unique index on `uuid_id`; on a partitioned table, with its partition key
     and built partition by partition."""
     spec = plan.table(table)
-    name = index_name(table, UUID_COLUMN)
+    schema, relation = plan.where(table)
+    name = index_name(relation, UUID_COLUMN)
     if spec.partitioned:
         keys = spec.partition_key or (spec.key,)
-        return PartitionedUniqueIndex(plan.schema, table, UUID_COLUMN, name, keys)
-    return UniqueIndex(plan.schema, table, UUID_COLUMN, name)
+        return PartitionedUniqueIndex(schema, relation, UUID_COLUMN, name, keys)
+    return UniqueIndex(schema, relation, UUID_COLUMN, name)
 
 
 def index_name(table: str, column: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from uuid_migrate.identifiers import qualified, regclass_text
+from uuid_migrate.identifiers import regclass_text
 from uuid_migrate.plan.catalog import STRING_TYPES, primary_key_columns, primary_keys
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import target_conflicts
@@ -27,7 +27,7 @@ from uuid_migrate.verification.report import (
 
 def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
     """Every baseline check of the plan, and the tables that exist to be looked at."""
-    keys = primary_keys(cur, plan.schema)
+    keys = primary_keys(cur, plan)
     checks = [key_check(cur, plan, t.name, keys) for t in plan.tables]
     present = {c.table for c in checks if c.status == PASSED}
     for table in plan.tables:
@@ -62,10 +62,10 @@ def key_check(
 def _other_key_check(cur: Any, plan: Plan, table: str) -> CheckResult:
     spec = plan.table(table)
     wanted = f"({', '.join(spec.key_columns)})" if spec.key_columns else "no primary key"
-    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (regclass_text(plan.schema, table),))
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (regclass_text(*plan.where(table)),))
     if not cur.fetchone()[0]:
         return CheckResult("primary_key", table, FAILED, wanted, "missing table", [table])
-    found = primary_key_columns(cur, plan.schema, table)
+    found = primary_key_columns(cur, *plan.where(table))
     actual = f"({', '.join(found)})" if found else "no primary key"
     return CheckResult("primary_key", table, PASSED if actual == wanted else FAILED, wanted, actual)
 
@@ -92,7 +92,7 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
         "(SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col})"
     ).format(
         col=sql.Identifier(rel.column),
-        parent=qualified(plan.schema, rel.parent),
+        parent=plan.qualified(rel.parent),
         pk=sql.Identifier(plan.parent_column(rel)),
         **names,
     )

@@ -23,7 +23,7 @@ def table_names(plan: Plan, table: str) -> dict[str, sql.Composable]:
     """Fragments every check of `table` uses: the table, its key (`k`, a single column; `row`,
     a row's id as text, whatever the key), its uuid, id_mappings."""
     return {
-        "t": qualified(plan.schema, table),
+        "t": plan.qualified(table),
         "k": sql.Identifier(plan.table(table).key),
         "row": cut_of(plan.table(table)).row_id(ROW),
         "u": sql.Identifier(UUID_COLUMN),
@@ -51,7 +51,7 @@ def offending(
 
 
 def count_rows(cur: Any, plan: Plan, table: str) -> int:
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified(plan.schema, table)))
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(plan.qualified(table)))
     return int(cur.fetchone()[0])
 
 

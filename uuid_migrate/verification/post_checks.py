@@ -11,7 +11,6 @@ from typing import Any
 
 from psycopg2 import sql
 
-from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import error_records, figures
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import AddColumn, same_type, uuid_index
@@ -91,7 +90,7 @@ def orphans_recorded(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
 def extra_columns_present(cur: Any, plan: Plan, table: str) -> list[CheckResult]:
     checks = []
     for extra in plan.table(table).extra_columns:
-        step = AddColumn(plan.schema, table, extra.name, extra.type)
+        step = AddColumn(*plan.where(table), extra.name, extra.type)
         found = step.existing_type(cur)
         ok = found is not None and same_type(cur, found, extra.type)
         actual = extra.type if ok else (found or "missing")
@@ -116,6 +115,6 @@ def _relation_names(plan: Plan, rel: Relation) -> dict[str, sql.Composable]:
     return {
         "col": sql.Identifier(rel.column),
         "target": sql.Identifier(rel.uuid_column),
-        "parent": qualified(plan.schema, rel.parent),
+        "parent": plan.qualified(rel.parent),
         "pk": sql.Identifier(plan.parent_column(rel)),
     }

@@ -65,11 +65,12 @@ def data_checksum(cur: Any, schema: str, table: str, columns: list[str]) -> dict
     return {"rows": int(rows), "sum": total}
 
 
-def capture(cur: Any, run_id: str, schema: str, table: str) -> None:
-    """Store the table's snapshot for the run (once: an existing one is kept)."""
+def capture(cur: Any, run_id: str, schema: str, table: str, name: str) -> None:
+    """Store the snapshot of `schema.table`, known to the plan as `name`, for the run (once:
+    an existing one is kept)."""
     shape = definition(cur, schema, table)
     checksum = data_checksum(cur, schema, table, [c[0] for c in shape["columns"]])
-    snapshots.store(cur, run_id, table, shape, checksum)
+    snapshots.store(cur, run_id, name, shape, checksum)
 
 
 def differences(cur: Any, schema: str, table: str, snap: dict[str, Any]) -> list[str]:

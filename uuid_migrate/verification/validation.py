@@ -78,7 +78,7 @@ def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, An
     """Nothing the migration added is left, and each table matches its snapshot."""
     checks = [_mapping_rows_removed(cur, plan, run_ids)]
     for table, snap in sorted(snapshots.oldest(cur, run_ids).items()):
-        found = snapshot.differences(cur, plan.schema, table, snap)
+        found = snapshot.differences(cur, *plan.where(table), snap)
         checks.append(verdict("restored_as_before", table, [], found, found[:10]))
     tables = {t.name: {"total": count_rows(cur, plan, t.name)} for t in plan.tables}
     return build_report(ROLLED_BACK, checks, tables)
@@ -104,7 +104,7 @@ def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
 
 
 def _uuid_checks(cur: Any, plan: Plan, table: str, complete: bool) -> list[CheckResult]:
-    if not column_exists(cur, plan.schema, table, UUID_COLUMN):
+    if not column_exists(cur, *plan.where(table), UUID_COLUMN):
         return [verdict("uuid_column", table, UUID_COLUMN, "missing", [UUID_COLUMN])]
     checks = [post.uuid_unique(cur, plan, table), post.mappings_agree(cur, plan, table)]
     if complete:
@@ -134,10 +134,10 @@ def _finished_tables(cur: Any, run_id: str) -> set[str]:
 
 def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, Any]:
     """Per table: total, migrated, failed (rows of failed batches), duration (ms)."""
-    has_uuid = column_exists(cur, plan.schema, table, UUID_COLUMN)
+    has_uuid = column_exists(cur, *plan.where(table), UUID_COLUMN)
     counted = sql.Identifier(UUID_COLUMN) if has_uuid else sql.SQL("NULL")
     cur.execute(
-        sql.SQL("SELECT count(*), count({}) FROM {}").format(counted, qualified(plan.schema, table))
+        sql.SQL("SELECT count(*), count({}) FROM {}").format(counted, plan.qualified(table))
     )
     total, migrated = (int(v) for v in cur.fetchone())
     return {
