@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="plan (or resume) a run and enqueue its batches")
     _plan_options(p)
     p.add_argument(
+        "--allow-triggers",
+        action="store_true",
+        help="let the application's triggers fire on the migration's writes where this role "
+        "cannot silence them (session_replication_role)",
+    )
+    p.add_argument(
         "--batch-size", type=_positive, help="rows per batch (default: BATCH_SIZE or 1000)"
     )
     p.add_argument(
@@ -215,7 +221,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         settings = settings.with_overrides(batch_size=args.batch_size)
         result = commands.run(
-            settings, args.plan, args.schema, args.workers, args.wait, worker_logs=args.worker_logs
+            settings, args.plan, args.schema, args.workers, args.wait,
+            worker_logs=args.worker_logs, allow_triggers=args.allow_triggers,
         )
         return output.report_run(result)
     if args.command == "retry":

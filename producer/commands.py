@@ -66,6 +66,7 @@ def run(
     wait: bool = False,
     out: TextIO = sys.stdout,
     worker_logs: Path | None = None,
+    allow_triggers: bool = False,
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait.
 
@@ -77,7 +78,7 @@ def run(
     try:
         with db.connection(settings.require_database()) as conn:
             _lock_producer(conn)
-            run_id, resumed = _prepare(conn, settings, plan_file, schemas, out)
+            run_id, resumed = _prepare(conn, settings, plan_file, schemas, out, allow_triggers)
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
             local = start_local(settings, workers, out, worker_logs)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
@@ -156,10 +157,10 @@ def _lock_producer(conn: Any) -> None:
 
 def _prepare(
     conn: Any, settings: Settings, plan_path: str | None, schemas: Sequence[str] | None,
-    out: TextIO,
+    out: TextIO, allow_triggers: bool = False,
 ) -> tuple[str, bool]:
     wanted = load_plan(conn, plan_path, schemas) if plan_path or not _active_run(conn) else None
-    run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size)
+    run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size, allow_triggers)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
     for item in the_plan.skipped:
         out.write(f"not migrated: {item.describe()}\n")

@@ -17,24 +17,31 @@ from uuid_migrate.plan.plan_data import from_dict, to_dict
 from uuid_migrate.plan.stages import stages as plan_stages
 from uuid_migrate.schema.apply import apply_step
 from uuid_migrate.schema.steps import additive_steps, step_from_dict, target_conflicts
-from uuid_migrate.verification import snapshot
+from uuid_migrate.verification import guards, snapshot
 
 #: Batches written to the ledger per commit while walking a key.
 LEDGER_CHUNK = 1000
 
 
-def check_targets(cur: Any, plan: Plan) -> None:
-    """Refuse, before changing anything, columns that already exist with another type."""
+def check_before_any_change(cur: Any, plan: Plan, allow_triggers: bool = False) -> None:
+    """Refuse, before changing anything (the ledger included), what would make the migration
+    wrong or stuck: columns in the way, triggers, row-level security, publications, privileges."""
     conflicts = target_conflicts(cur, plan)
     if conflicts:
         raise PlanError(conflicts[0])
+    refused = guards.refusal(guards.obstacles(cur, plan, allow_triggers))
+    if refused:
+        raise PlanError(refused)
 
 
-def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, bool]:
+def open_run(
+    conn: Any, plan: Plan | None, batch_size: int, allow_triggers: bool = False
+) -> tuple[str, Plan, bool]:
     """The active run to resume, or a new one for `plan`; returns (run id, plan, resumed)."""
     with conn.cursor() as cur:
-        tables.ensure_schema(cur)
-        active = runs.latest_run(cur)
+        if tables.ledger_exists(cur):
+            tables.ensure_schema(cur)  # a ledger of an older version gains what it lacks
+        active = runs.latest_run(cur) if tables.ledger_exists(cur) else None
         if runs.is_active(active):
             stored = from_dict(active["plan"])
             if plan is not None and to_dict(plan) != to_dict(stored):
@@ -46,7 +53,8 @@ def open_run(conn: Any, plan: Plan | None, batch_size: int) -> tuple[str, Plan, 
             return active["run_id"], stored, True
         if plan is None:
             raise RunStateError("no run in progress and no plan given")
-        check_targets(cur, plan)
+        check_before_any_change(cur, plan, allow_triggers)
+        tables.ensure_schema(cur)
         run_id = runs.new_run_id()
         runs.create_run(cur, run_id, to_dict(plan), batch_size)
         for position, stage in enumerate(plan_stages(plan)):

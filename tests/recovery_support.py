@@ -87,7 +87,9 @@ def slow_batches(conn: Any, table: str, seconds: float) -> None:
             f"CREATE FUNCTION slow_{table}() RETURNS trigger LANGUAGE plpgsql AS "
             f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$; "
             f"CREATE TRIGGER slow_{table} AFTER UPDATE ON {table} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION slow_{table}()"
+            f"FOR EACH STATEMENT EXECUTE FUNCTION slow_{table}(); "
+            # fires under the batches' session_replication_role = replica too
+            f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER slow_{table}"
         )
 
 

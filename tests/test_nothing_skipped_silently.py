@@ -306,7 +306,9 @@ def _run_translating(settings, tmp_path, table: str, column: str) -> commands.Ru
         f'[[relations]]\ntable = "{table}"\ncolumn = "{column}"\nparent = "users"\n'
         "declared = false\n"
     )
-    return commands.run(settings, plan_file=str(plan), workers=2, out=io.StringIO())
+    return commands.run(
+        settings, plan_file=str(plan), workers=2, out=io.StringIO(), allow_triggers=True
+    )
 
 
 def _slow_past_30_rows(cur, table: str) -> None:
@@ -315,5 +317,6 @@ def _slow_past_30_rows(cur, table: str) -> None:
         "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
         f"RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON {table} "
-        "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+        "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much(); "
+        f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER too_much"  # fires on the batches too
     )

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.e2e
 
 def _plan_only(conn, settings) -> str:
     """The ledger of a run, as `run` writes it, with nothing enqueued."""
-    plan = commands.load_plan(conn, "clinic", "public")
-    run_id, plan, _ = planner.open_run(conn, plan, settings.batch_size)
+    plan = commands.load_plan(conn, "clinic", None)
+    run_id, plan, _ = planner.open_run(conn, plan, settings.batch_size, allow_triggers=True)
     planner.apply_additive_ddl(conn, run_id, plan, settings.lock_timeout_ms)
     planner.plan_batches(conn, run_id, plan, settings.batch_size)
     planner.mark_running(conn, run_id)
@@ -81,7 +81,7 @@ def test_the_same_batch_delivered_twice_at_once_is_done_by_one_and_left_alone_by
     assert scalar(conn, "SELECT count(*) FROM id_mappings") == 50
     assert scalar(conn, "SELECT count(*) FROM users WHERE uuid_id IS NOT NULL") == 50
 
-    finished = commands.run(fast, wait=True, out=io.StringIO())  # the rest of the run
+    finished = commands.run(fast, wait=True, out=io.StringIO(), allow_triggers=True)  # the rest of the run
     assert finished.status == RunStatus.SUCCEEDED and finished.run_id == run_id
     assert_intact(conn, before, run_id)
 
@@ -94,7 +94,7 @@ def test_pause_holds_the_work_without_dropping_it_and_resume_finishes_the_run(
     slow_batches(conn, "dashboards", 0.3)
     # No reconciler may re-send anything here: the held messages alone must finish the run.
     fast = quick(settings, heartbeat_timeout_s=3600)
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     start_workers(2, **fast.__dict__)
     wait_until(lambda: _succeeded(conn) >= 3, what="some progress")
 

@@ -45,7 +45,8 @@ def _bad_row_trigger(conn, table: str, condition: str) -> None:
             f"CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             f"IF {condition} THEN RAISE EXCEPTION 'row % refused by a trigger', NEW.id; END IF; "
             f"RETURN NEW; END $$; CREATE TRIGGER refuse BEFORE UPDATE ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION refuse()"
+            f"FOR EACH ROW EXECUTE FUNCTION refuse(); "
+            f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER refuse"  # fires on the batches too
         )
 
 
@@ -57,7 +58,7 @@ def test_a_batch_failing_every_time_holds_its_dependents_then_retry_completes_ev
     _bad_row_trigger(conn, "users", f"NEW.id = '{bad_id}'")
     fast = quick(settings)
 
-    first = cli(fast, "run", "--plan", "clinic", "--workers", "2", "--wait")
+    first = cli(fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "2", "--wait")
 
     assert first.returncode == 1, first.stderr
     run_id = scalar(conn, "SELECT run_id FROM uuid_migration.runs")
@@ -109,10 +110,11 @@ def test_a_statement_timeout_splits_the_batch_and_the_halves_complete(
             "CREATE FUNCTION too_much() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF (SELECT count(*) FROM changed) > 30 THEN PERFORM pg_sleep(60); END IF; "
             "RETURN NULL; END $$; CREATE TRIGGER too_much AFTER UPDATE ON clinics "
-            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much()"
+            "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION too_much(); "
+            "ALTER TABLE clinics ENABLE ALWAYS TRIGGER too_much"
         )
     fast = quick(settings, statement_timeout_ms=1500, min_split_rows=10)
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     start_workers(2, **fast.__dict__)
 
     assert wait_for_end(conn, queued.run_id) == RunStatus.SUCCEEDED
@@ -153,12 +155,12 @@ def test_a_duplicate_uuid_on_the_unique_index_is_retried_with_fresh_uuids(
             (victim, taken),
         )
     fast = quick(settings)
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())  # adds the columns
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)  # adds the columns
     with conn.cursor() as cur:
         cur.execute(
             "INSERT INTO id_mappings (table_name, old_id, new_id) VALUES ('legacy', 'x', %s); "
             "CREATE TRIGGER collide BEFORE UPDATE ON users FOR EACH ROW "
-            "EXECUTE FUNCTION collide()",
+            "EXECUTE FUNCTION collide(); ALTER TABLE users ENABLE ALWAYS TRIGGER collide",
             (taken,),
         )
     start_workers(2, **fast.__dict__)
@@ -184,7 +186,7 @@ def test_the_circuit_breaker_stops_a_broken_run_and_the_retry_task_finishes_it(
     before = build_clinic(conn)
     _bad_row_trigger(conn, "dashboards", "true")  # every dashboards batch fails
     fast = quick(settings, batch_size=20)  # 60 dashboards batches, 30 users, 3 clinics
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     start_workers(2, **fast.__dict__)
 
     assert wait_for_end(conn, queued.run_id) == RunStatus.FAILED
@@ -223,7 +225,8 @@ def test_worker_logs_in_a_folder_the_user_names_stay_after_a_run_that_succeeded(
     folder = tmp_path / "logs"
 
     done = cli(
-        settings, "run", "--plan", "clinic", "--workers", "1", "--wait", "--worker-logs", str(folder)
+        settings, "run", "--allow-triggers", "--plan", "clinic", "--workers", "1", "--wait",
+        "--worker-logs", str(folder),
     )
 
     assert done.returncode == 0, done.stdout + done.stderr

@@ -41,7 +41,8 @@ def test_sigkill_of_a_worker_mid_transaction_three_times_and_the_run_completes(
     slow_batches(conn, "users", 0.5)
     slow_batches(conn, "dashboards", 0.5)
     fast = quick(settings)
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())  # planned, no worker yet
+    # planned, no worker yet
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     workers = start_workers(2, **fast.__dict__)
     mains = [p.pid for p in workers.processes]
 
@@ -66,7 +67,7 @@ def test_a_whole_worker_node_killed_is_recovered_by_its_missing_heartbeat(
     before = build_clinic(conn)
     slow_batches(conn, "users", 1.0)
     fast = quick(settings)
-    queued = commands.run(fast, plan_file="clinic", out=io.StringIO())
+    queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     node = start_workers(1, **fast.__dict__)
     mains = [p.pid for p in node.processes]
     wait_until(lambda: pool_process_mid_batch(conn, mains), what="a batch mid-statement")
@@ -98,7 +99,8 @@ def test_terminating_the_tools_postgres_sessions_mid_run_and_the_run_completes(c
     slow_batches(conn, "dashboards", 0.3)
     fast = quick(settings)
     producer = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "run", "--plan", "clinic", "--workers", "2", "--wait"],
+        [sys.executable, "-m", "producer.cli", "run", "--allow-triggers", "--plan", "clinic",
+         "--workers", "2", "--wait"],
         env=environment(fast),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

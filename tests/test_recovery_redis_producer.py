@@ -60,7 +60,7 @@ def test_flushall_mid_run_completes_from_the_ledger_and_status_is_right_again(
     fast = quick(settings, redis_url=private_redis, broker_url=private_redis)
     start_workers(2, **fast.__dict__)
     producer = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "run", "--plan", "clinic", "--wait"],
+        [sys.executable, "-m", "producer.cli", "run", "--allow-triggers", "--plan", "clinic", "--wait"],
         env=environment(fast),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -106,7 +106,7 @@ def test_a_producer_killed_before_enqueueing_resumes_with_run_again(
     with black_hole() as port:
         hung = replace(fast, broker_url=f"redis://127.0.0.1:{port}/0")
         producer = subprocess.Popen(
-            [sys.executable, "-m", "producer.cli", "run", "--plan", "clinic"],
+            [sys.executable, "-m", "producer.cli", "run", "--allow-triggers", "--plan", "clinic"],
             env=environment(hung),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -121,7 +121,7 @@ def test_a_producer_killed_before_enqueueing_resumes_with_run_again(
     assert _succeeded(conn) == 0
 
     start_workers(2, **fast.__dict__)
-    again = commands.run(fast, plan_file="clinic", wait=True, out=io.StringIO())
+    again = commands.run(fast, plan_file="clinic", wait=True, out=io.StringIO(), allow_triggers=True)
 
     assert (again.run_id, again.resumed, again.status) == (run_id, True, RunStatus.SUCCEEDED)
     assert_intact(conn, before, run_id)

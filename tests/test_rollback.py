@@ -37,12 +37,14 @@ BEGIN
   RETURN NEW;
 END $$;
 CREATE TRIGGER refuse_one BEFORE UPDATE ON dashboards FOR EACH ROW EXECUTE FUNCTION refuse_one();
+ALTER TABLE dashboards ENABLE ALWAYS TRIGGER refuse_one;
 """
 
 SLOW_TRIGGER = """
 CREATE FUNCTION take_time() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_sleep(0.005); RETURN NEW; END $$;
 CREATE TRIGGER take_time BEFORE UPDATE ON dashboards FOR EACH ROW EXECUTE FUNCTION take_time();
+ALTER TABLE dashboards ENABLE ALWAYS TRIGGER take_time;
 """
 
 
@@ -83,7 +85,7 @@ def test_rollback_after_a_partial_run_with_workers_stopped(clinic, settings):
     with clinic.cursor() as cur:
         cur.execute(FAILING_TRIGGER)  # part of the original schema: it must survive
     before = database_dump(clinic, settings.database_url)
-    result = run_clinic(settings)
+    result = run_clinic(settings, allow_triggers=True)
     assert result.status == RunStatus.FAILED
     stages = dict(rows(clinic, "SELECT stage, status FROM uuid_migration.stages"))
     assert stages["users"] == "succeeded" and stages["dashboards"] == "failed"
@@ -115,7 +117,8 @@ def test_a_forced_rollback_revokes_a_live_run_and_no_batch_writes_after_it(
     with clinic.cursor() as cur:
         cur.execute(SLOW_TRIGGER)  # dashboards batches take ~0.25 s: the rollback lands mid-stage
     before = database_dump(clinic, settings.database_url)
-    queued = commands.run(settings, plan_file="clinic", out=io.StringIO())  # enqueued, no worker
+    # enqueued, no worker
+    queued = commands.run(settings, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
     start_workers(2)
     wait_until(lambda: batches_done(clinic, queued.run_id, "dashboards") >= 3)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -63,8 +64,28 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg2.extensions.connec
         raise ConnectionFailed(
             f"cannot connect to PostgreSQL at {mask_url(url)}: {reason}"
         ) from None
+    _session_defaults(conn)
     conn.autocommit = autocommit
     return conn
+
+
+def _session_defaults(conn: psycopg2.extensions.connection) -> None:
+    """Row-level security off for the whole session: a policy that would hide rows from the
+    tool then raises instead of silently leaving them unmigrated (or unchecked)."""
+    conn.autocommit = True  # a SET inside a transaction that rolls back would be undone
+    with conn.cursor() as cur:
+        cur.execute("SET row_security = off")
+
+
+def can_set_replication_role(cur: Any) -> bool:
+    """Whether this session may set `session_replication_role` (a superuser, or from
+    PostgreSQL 15 a role granted SET on it), which keeps user triggers off the tool's writes."""
+    cur.execute("SELECT current_setting('is_superuser') = 'on', current_setting('server_version_num')::int")
+    superuser, version = cur.fetchone()
+    if superuser or version < 150000:
+        return bool(superuser)
+    cur.execute("SELECT has_parameter_privilege('session_replication_role', 'SET')")
+    return bool(cur.fetchone()[0])
 
 
 @contextmanager

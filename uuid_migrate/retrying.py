@@ -39,6 +39,8 @@ _TRANSIENT_ERRORS = (
     # Redis away: a callback tries again (a batch never waits on Redis).
     redis.RedisError,
 )
+#: Errors of class 55 that clear by themselves: a lock not available, an object in use.
+_CLEARING_55 = ("55P03", "55006")
 #: The unique index id_mappings keeps on new_id (see ddl.CreateMappingTable).
 MAPPING_UUID_INDEX = "id_mappings_new_id_key"
 #: Suffix of the unique index built on a table's uuid_id (see ddl.index_name).
@@ -100,9 +102,17 @@ def classify(exc: BaseException, uuid_index: str = "") -> str:
         return SPLIT
     if isinstance(exc, psycopg2.errors.UniqueViolation) and _is_uuid_index(exc, uuid_index):
         return DUPLICATE_UUID
-    if isinstance(exc, _TRANSIENT_ERRORS):
+    if isinstance(exc, _TRANSIENT_ERRORS) and not _cannot_clear(exc):
         return TRANSIENT
     return PERMANENT
+
+
+def _cannot_clear(exc: BaseException) -> bool:
+    """psycopg2 files some errors that never clear under OperationalError: an object not in
+    the state the statement needs (55000: a table that publishes updates without a replica
+    identity), besides the lock and in-use errors of that class, which do clear."""
+    code = getattr(exc, "pgcode", None) or ""
+    return code.startswith("55") and code not in _CLEARING_55
 
 
 def _is_uuid_index(exc: psycopg2.Error, uuid_index: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg2
 
+from uuid_migrate import db
 from uuid_migrate.execution.statement import batch_statement
 from uuid_migrate.ledger import batches, runs
 from uuid_migrate.ledger.batches import Batch
@@ -18,6 +19,8 @@ from uuid_migrate.plan.stages import Stage, stages
 
 #: Plans parsed once per process and run, since every batch of a run shares one.
 _PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
+#: Whether the role of a connection string may set session_replication_role.
+_SILENCING: dict[str, bool] = {}
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,26 @@ def attempt(
             conn.rollback()
             return None
         planned = found[1]
+        silenced = _silence_user_triggers(conn, cur)
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
         rows, mappings, orphans = cur.fetchone()
+        if silenced:  # the ledger's own transition trigger must see the ledger update
+            cur.execute("SET LOCAL session_replication_role = DEFAULT")
         batches.succeed(cur, batch, rows)
     conn.commit()
     return rows, mappings, orphans, planned
+
+
+def _silence_user_triggers(conn: Any, cur: Any) -> bool:
+    """`session_replication_role = replica` for the batch statement, where the role may set
+    it: the application's triggers (an `updated_at` stamp, an audit log) never see the
+    backfill, which only fills the migration's own columns. Constraint triggers are silenced
+    too, and need not run: a batch never changes a key or a foreign-key column."""
+    if conn.dsn not in _SILENCING:
+        _SILENCING[conn.dsn] = db.can_set_replication_role(cur)
+    if _SILENCING[conn.dsn]:
+        cur.execute("SET LOCAL session_replication_role = replica")
+    return _SILENCING[conn.dsn]
 
 
 def mark_retrying(conn: Any, batch: Batch, message: str) -> None:

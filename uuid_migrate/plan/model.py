@@ -106,6 +106,9 @@ class Plan:
     batch_size: int | None = None
     #: What the migration leaves alone, and why; said before any change.
     skipped: tuple[Skipped, ...] = ()
+    #: The application's triggers may fire on the migration's writes (where they cannot be
+    #: silenced): accepted in the plan, as `--allow-triggers` does for one run.
+    allow_user_triggers: bool = False
 
     def table(self, name: str) -> Table:
         for table in self.tables:

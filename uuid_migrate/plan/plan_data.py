@@ -14,6 +14,8 @@ def to_dict(plan: Plan) -> dict[str, Any]:
     out: dict[str, Any] = {"schema": plan.schema}
     if plan.batch_size:
         out["batch_size"] = plan.batch_size
+    if plan.allow_user_triggers:
+        out["allow_user_triggers"] = True
     out["tables"] = [_table_dict(t, plan.schema) for t in plan.tables]
     out["relations"] = [_relation_dict(r) for r in plan.relations]
     if plan.skipped:
@@ -63,7 +65,8 @@ def from_dict(data: dict[str, Any]) -> Plan:
             Skipped(str(s.get("kind", "table")), str(s["name"]), str(s.get("reason", "")))
             for s in data.get("skipped", [])
         )
-        return Plan(home, tables, relations, batch_size, skipped)
+        allow = bool(data.get("allow_user_triggers", False))
+        return Plan(home, tables, relations, batch_size, skipped, allow_user_triggers=allow)
     except (KeyError, TypeError, ValueError) as exc:
         raise PlanError(f"plan is malformed: {exc}") from None
 

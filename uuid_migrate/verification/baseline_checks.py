@@ -14,10 +14,12 @@ from uuid_migrate.identifiers import regclass_text
 from uuid_migrate.plan.catalog import STRING_TYPES, primary_key_columns, primary_keys
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import target_conflicts
+from uuid_migrate.verification import guards
 from uuid_migrate.verification.check_sql import count_rows, offending, table_names
 from uuid_migrate.verification.report import (
     FAILED,
     PASSED,
+    WARNING,
     CheckResult,
     info,
     left_alone,
@@ -40,7 +42,16 @@ def baseline_checks(cur: Any, plan: Plan) -> tuple[list[CheckResult], set[str]]:
         if {rel.table, rel.parent} <= present:
             checks.append(orphaned_references(cur, plan, rel))
     checks.append(targets_free(cur, plan))
+    checks += [_obstacle_check(o) for o in guards.obstacles(cur, plan)]
     return checks + left_alone(plan), present
+
+
+_LEVEL_STATUS = {"refusal": FAILED, "warning": WARNING, "note": PASSED}
+
+
+def _obstacle_check(found: guards.Obstacle) -> CheckResult:
+    """What `run` would refuse fails the report; what it accepts or silences is shown."""
+    return CheckResult(found.check, found.table, _LEVEL_STATUS[found.level], "none", found.problem)
 
 
 def key_check(
