@@ -44,7 +44,7 @@ def load_plan(conn: Any, plan_path: str | None, schemas: Sequence[str] | None) -
         plan = (
             catalog.resolve(cur, plan_file.load(plan_path))
             if plan_path
-            else discovery.discover(cur, schemas)
+            else discovery.discover(cur, schemas, planner.live_home(cur))
         )
     conn.commit()
     return plan
@@ -160,6 +160,8 @@ def _prepare(
     out: TextIO, allow_triggers: bool = False,
 ) -> tuple[str, bool]:
     wanted = load_plan(conn, plan_path, schemas) if plan_path or not _active_run(conn) else None
+    if wanted is None and schemas:
+        out.write("note: a run is in progress and keeps its own plan: --schema is not used\n")
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size, allow_triggers)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
     for item in the_plan.skipped:

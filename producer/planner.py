@@ -34,6 +34,13 @@ def check_before_any_change(cur: Any, plan: Plan, allow_triggers: bool = False) 
         raise PlanError(refused)
 
 
+def live_home(cur: Any) -> str | None:
+    """The plan schema (where id_mappings is) of the runs not rolled back, if any: a new run
+    must share it, or the same table would have two names and two sets of mappings."""
+    live = runs.live_runs(cur)
+    return str(live[-1]["plan"].get("schema", "public")) if live else None
+
+
 def open_run(
     conn: Any, plan: Plan | None, batch_size: int, allow_triggers: bool = False
 ) -> tuple[str, Plan, bool]:
@@ -43,7 +50,7 @@ def open_run(
             tables.ensure_schema(cur)  # a ledger of an older version gains what it lacks
         active = runs.latest_run(cur) if tables.ledger_exists(cur) else None
         if runs.is_active(active):
-            stored = from_dict(active["plan"])
+            stored = from_dict(active["plan"], stored=True)
             if plan is not None and to_dict(plan) != to_dict(stored):
                 raise RunStateError(
                     f"run {active['run_id']} is still in progress with another plan; "
@@ -53,6 +60,12 @@ def open_run(
             return active["run_id"], stored, True
         if plan is None:
             raise RunStateError("no run in progress and no plan given")
+        home = live_home(cur)
+        if home is not None and plan.schema != home:
+            raise PlanError(
+                f"the plan's schema is {plan.schema!r}, but the runs not rolled back keep "
+                f"id_mappings in {home!r}: use schema = {home!r}, or roll them back first"
+            )
         check_before_any_change(cur, plan, allow_triggers)
         tables.ensure_schema(cur)
         run_id = runs.new_run_id()

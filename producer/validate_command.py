@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from config.settings import Settings
+from producer.planner import live_home
 from producer.status_command import pick_run
 from uuid_migrate import db
 from uuid_migrate.ledger import reports
@@ -40,5 +41,5 @@ def plan_to_check(
     if plan_path:
         return catalog.complete(cur, plan_file.load(plan_path))
     if run is not None and phase_of(run) != PRE:
-        return from_dict(run["plan"])
-    return discovery.discover(cur, schemas)
+        return from_dict(run["plan"], stored=True)
+    return discovery.discover(cur, schemas, live_home(cur))

@@ -223,3 +223,48 @@ def test_a_plan_file_names_tables_of_other_schemas_as_schema_dot_table(conn, set
     assert result.status == RunStatus.SUCCEEDED
     _assert_migrated(conn, "billing", "cards", "id", "billing.cards")
     _assert_translated(conn, "billing", "cards", "holder", "holder_uuid_id", "public", "users", "id")
+
+
+def test_later_runs_keep_the_first_runs_schema_and_rollback_undoes_every_run(conn, settings, tmp_path):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE SCHEMA app; CREATE TABLE app.users (id text PRIMARY KEY);"
+            "CREATE TABLE app.posts (id text PRIMARY KEY, user_id text REFERENCES app.users);"
+            "INSERT INTO app.users SELECT 'u' || i FROM generate_series(1, 60) i;"
+            "INSERT INTO app.posts SELECT 'p' || i, 'u' || (1 + i % 60) FROM generate_series(1, 90) i;"
+            "CREATE TABLE public.users (id text PRIMARY KEY);"
+            "INSERT INTO public.users SELECT 'u' || i FROM generate_series(1, 40) i"
+        )
+    before = database_dump(conn, settings.database_url, ("public", "app"))
+    first = commands.run(settings, schemas=["app"], workers=1, out=io.StringIO())
+    with pytest.raises(PlanError) as other_home:  # id_mappings would move to public
+        commands.run(settings, schemas=["public", "app"], out=io.StringIO())
+
+    second = commands.run(settings, workers=1, out=io.StringIO())  # every schema, now
+
+    assert first.status == second.status == RunStatus.SUCCEEDED
+    assert "keep id_mappings in schema 'app'" in str(other_home.value)
+    assert scalar(conn, "SELECT to_regclass('public.id_mappings') IS NULL")
+    _assert_migrated_in(conn, "app", "public", "users", "public.users")
+    _assert_migrated_in(conn, "app", "app", "users", "users")
+    assert status_command.status(settings)["validation"]["overallStatus"] == "passed"
+    plan = tmp_path / "only.toml"  # a third run on a plan of one table
+    plan.write_text('schema = "app"\n[[tables]]\nname = "users"\n')
+    commands.run(settings, plan_file=str(plan), workers=1, out=io.StringIO())
+
+    outcome = rollback_command.rollback(settings, yes=True, out=io.StringIO())
+
+    assert outcome.status == "rolled_back" and outcome.report["overallStatus"] == "passed", outcome
+    assert database_dump(conn, settings.database_url, ("public", "app")) == before
+
+
+def _assert_migrated_in(conn, home: str, schema: str, table: str, name: str) -> None:
+    """Every row has its uuid_id and the one mapping under `name`, in the home's id_mappings."""
+    missing = scalar(
+        conn,
+        f"SELECT count(*) FROM {_q(schema, table)} x LEFT JOIN {_q(home, 'id_mappings')} m "
+        "ON m.table_name = %s AND m.old_id = x.id WHERE x.uuid_id IS NULL "
+        "OR m.new_id IS DISTINCT FROM x.uuid_id",
+        (name,),
+    )
+    assert missing == 0, (schema, table, missing)

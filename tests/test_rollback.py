@@ -102,7 +102,7 @@ def test_rollback_asks_first_and_refuses_while_batches_run(clinic, settings):
     migrated = database_dump(clinic, settings.database_url)
 
     declined = uuid_migrate("rollback", DATABASE_URL=settings.database_url, input_text="no\n")
-    assert declined.returncode == 1 and "drop column users.uuid_id" in declined.stdout
+    assert declined.returncode == 1 and "drop column public.users.uuid_id" in declined.stdout
     with clinic.cursor() as cur:
         cur.execute("UPDATE uuid_migration.batches SET status = 'running' WHERE batch_no = 2")
     refused = uuid_migrate("rollback", "--yes", DATABASE_URL=settings.database_url)

@@ -214,3 +214,15 @@ def test_tables_of_other_schemas_are_named_schema_dot_table_and_round_trip():
     assert plan.relations[0].parent == "users"  # `app.users` is the plan's own `users`
     assert plan.schemas() == ("app", "billing")
     assert plan_file.load_text(plan_file.dumps(plan)) == plan
+
+
+def test_names_with_dots_survive_the_ledger_copy_and_older_copies_read_as_one_schema():
+    from uuid_migrate.plan.plan_data import from_dict, to_dict
+
+    plan = plan_file.load_text('[[tables]]\nname = "public.t"\nschema = "public"\n')
+    older = {"schema": "public", "tables": [{"name": "a.b", "key": "id"}]}  # no plan_format
+
+    assert plan.where("public.t") == ("public", "public.t")
+    assert from_dict(to_dict(plan), stored=True) == plan
+    assert from_dict(older, stored=True).where("a.b") == ("public", "a.b")
+    assert from_dict(older).where("a.b") == ("a", "b")  # a plan file: schema.table

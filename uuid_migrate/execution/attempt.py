@@ -51,7 +51,7 @@ def plan_of_run(cur: Any, run_id: str) -> tuple[Plan, dict[str, Stage]] | None:
         run = runs.get_run(cur, run_id)
         if run is None:
             return None
-        plan = from_dict(run["plan"])
+        plan = from_dict(run["plan"], stored=True)
         _PLANS[run_id] = (plan, {s.name: s for s in stages(plan)})
     return _PLANS[run_id]
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError
-from uuid_migrate.identifiers import regclass_text
+from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
 from uuid_migrate.plan.discovery import schema_exists
 from uuid_migrate.plan.found import STRING_TYPES
 from uuid_migrate.plan.model import Plan, Table, validate
@@ -67,6 +67,8 @@ def primary_keys(cur: Any, plan: Plan) -> dict[str, tuple[str, str, str]]:
 
 def _require_schemas(cur: Any, plan: Plan) -> None:
     for schema in plan.schemas():
+        if schema == LEDGER_SCHEMA:
+            raise PlanError(f"the ledger schema {LEDGER_SCHEMA} cannot be migrated")
         if not schema_exists(cur, schema):
             raise PlanError(f"schema {schema!r} does not exist")
 

@@ -23,7 +23,7 @@ from uuid_migrate.plan.references import relations_and_children
 DEFAULT_SCHEMA = "public"
 
 _USER_SCHEMAS = """
-SELECT nspname FROM pg_namespace
+SELECT nspname, has_schema_privilege(oid, 'USAGE') FROM pg_namespace
 WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg\\_%%' ORDER BY nspname
 """
 
@@ -58,14 +58,19 @@ def schema_exists(cur: Any, schema: str) -> bool:
     return cur.fetchone() is not None
 
 
-def discover(cur: Any, schemas: Sequence[str] | str | None = None) -> Plan:
+def discover(
+    cur: Any, schemas: Sequence[str] | str | None = None, home: str | None = None
+) -> Plan:
     """The plan for every string-keyed table of the schemas (every user schema when none are
-    named) and every foreign key to one of them, with what is left alone and why."""
+    named) and every foreign key to one of them, with what is left alone and why.
+
+    `home` pins the plan's own schema: the one of the runs not rolled back, whose
+    `id_mappings` and table names a new run must share."""
     found = _found_tables(cur)
     searched = _schemas_to_search(cur, schemas)
     partitions = _partitions_of_string_keyed(found)
     candidates = [t for t in found if t.string_key and t.where not in partitions]
-    scope = _scope(searched, schemas is not None, candidates)
+    scope = _scope(searched, schemas is not None, candidates, home)
     migrated: dict[Where, Table] = {}
     skipped: list[Skipped] = []
     for t in sorted(candidates, key=lambda t: (t.schema != scope.home, t.schema, t.name)):
@@ -95,21 +100,34 @@ def _found_tables(cur: Any) -> list[Found]:
 
 
 def _schemas_to_search(cur: Any, schemas: Sequence[str] | str | None) -> tuple[str, ...]:
-    if schemas is None:
-        cur.execute(_USER_SCHEMAS, (list(SYSTEM_SCHEMAS),))
-        return tuple(row[0] for row in cur.fetchall())
+    cur.execute(_USER_SCHEMAS, (list(SYSTEM_SCHEMAS),))
+    usable = {name: allowed for name, allowed in cur.fetchall()}
+    if schemas is None:  # those this role may not use are said, not searched
+        return tuple(name for name, allowed in usable.items() if allowed)
     named = tuple(s.strip() for s in ([schemas] if isinstance(schemas, str) else schemas))
     for schema in named:
         if schema == LEDGER_SCHEMA:
             raise PlanError("the ledger schema cannot be migrated")
         if not schema_exists(cur, schema):
             raise PlanError(f"schema {schema!r} does not exist")
+        if not usable.get(schema, True):
+            raise PlanError(f"this role may not use schema {schema!r} (it lacks USAGE on it)")
     return tuple(dict.fromkeys(named))
 
 
-def _scope(searched: tuple[str, ...], named: bool, candidates: list[Found]) -> Scope:
-    """The plan's own schema: the first one named, else `public` when it has a table to
-    migrate, else the first schema that has one."""
+def _scope(
+    searched: tuple[str, ...], named: bool, candidates: list[Found], home: str | None
+) -> Scope:
+    """The plan's own schema: the pinned one, else the first one named, else `public` when it
+    has a table to migrate, else the first schema that has one."""
+    if home is not None:
+        if named and searched[0] != home:
+            raise PlanError(
+                f"the runs not rolled back keep id_mappings in schema {home!r}: name it first "
+                f"(--schema {','.join((home, *[s for s in searched if s != home]))}), or roll "
+                "them back first"
+            )
+        return Scope(searched, home, named)
     if named:
         return Scope(searched, searched[0], True)
     with_tables = [s for s in searched if any(t.schema == s and _own(t) for t in candidates)]
@@ -141,14 +159,17 @@ def _partitions_of_string_keyed(found: list[Found]) -> dict[Where, str]:
 
 
 def _why_not_migrated(t: Found, scope: Scope) -> str | None:
-    if t.schema not in scope.schemas:
-        return scope.outside(t.schema)
     if t.extension:
         return f"belongs to extension {t.extension}, not to the application: not migrated"
+    if t.schema not in scope.schemas:
+        return scope.outside(t.schema)
     if t.schema == scope.home and t.name == MAPPING_TABLE:
         return f"{MAPPING_TABLE} is the name of the table the migration keeps its mappings in"
     if t.partition_of:
-        return f"a partition of {t.partition_of}, which has no single string primary key: not migrated"
+        return (
+            f"a partition of {t.partition_of_schema}.{t.partition_of}, which has no single "
+            "string primary key: not migrated"
+        )
     return None
 
 

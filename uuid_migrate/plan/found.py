@@ -3,6 +3,7 @@ plan's own schema, which decides how the plan names each table."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,10 @@ class Scope:
         return make_table(info.schema, info.name, self.home, **fields)
 
     def outside(self, schema: str) -> str:
+        if not self.named:
+            return f"this role may not use schema {schema} (it lacks USAGE on it)"
         listed = ",".join(self.schemas)
-        return f"schema {schema} is not among --schema {listed} (add it: --schema {listed},{schema})"
+        hint = shlex.quote(f"{listed},{schema}")
+        return f"schema {schema} is not among --schema {listed} (add it: --schema {hint})"
 
 

@@ -152,8 +152,12 @@ def validate(plan: Plan) -> Plan:
     names = [t.name for t in plan.tables]
     if not names:
         raise PlanError("the plan has no tables: nothing to migrate")
-    if len(set(names)) != len(names):
-        raise PlanError("a table appears twice in the plan")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise PlanError(
+            f"table {twice[0]!r} appears twice in the plan (a name of the plan's own schema "
+            "that holds a dot reads like another schema's table: rename one, or leave one out)"
+        )
     migrated = {t.name for t in plan.migrated()}
     if not migrated:
         raise PlanError("the plan migrates no table (every table has migrate = false)")

@@ -8,10 +8,14 @@ from uuid_migrate.errors import PlanError
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import ExtraColumn, Plan, Relation, Skipped, Table, make_table
 
+#: The version of this format the ledger's copy carries; its absence means an older version
+#: wrote it, when every table was in the plan's schema (a dot in a name was the name's).
+PLAN_FORMAT = 2
+
 
 def to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plain data: the TOML file format and what the ledger stores."""
-    out: dict[str, Any] = {"schema": plan.schema}
+    out: dict[str, Any] = {"plan_format": PLAN_FORMAT, "schema": plan.schema}
     if plan.batch_size:
         out["batch_size"] = plan.batch_size
     if plan.allow_user_triggers:
@@ -53,11 +57,13 @@ def _relation_dict(rel: Relation) -> dict[str, Any]:
     return out
 
 
-def from_dict(data: dict[str, Any]) -> Plan:
-    """Build a plan from plain data (a parsed TOML file or the ledger's copy)."""
+def from_dict(data: dict[str, Any], stored: bool = False) -> Plan:
+    """Build a plan from plain data: a parsed TOML file, or (`stored`) the ledger's copy,
+    which an older version wrote with every table in the plan's schema."""
     try:
         home = str(data.get("schema", "public"))
-        tables = tuple(_table_from(t, home) for t in data.get("tables", []))
+        one_schema = stored and "plan_format" not in data
+        tables = tuple(_table_from(t, home, one_schema) for t in data.get("tables", []))
         names = _names_of(tables, home)
         relations = tuple(_relation_from(r, names) for r in data.get("relations", []))
         batch_size = data.get("batch_size")
@@ -71,15 +77,20 @@ def from_dict(data: dict[str, Any]) -> Plan:
         raise PlanError(f"plan is malformed: {exc}") from None
 
 
-def _where_from(data: dict[str, Any], home: str) -> tuple[str, str]:
-    """A plan file's table entry as (schema, table): `schema` given, or `name` as
-    `schema.table`, or a bare name in the plan's own schema."""
+def _where_from(data: dict[str, Any], home: str, one_schema: bool) -> tuple[str, str]:
+    """A plan file's table entry as (schema, table): `schema` given (a table of another
+    schema is then named `schema.table`), or `name` as `schema.table` (the plan's own schema
+    tried first, as it may hold a dot), or a bare name in the plan's own schema."""
     name = str(data["name"])
     if "schema" in data:
         schema = str(data["schema"])
-        return schema, name.removeprefix(f"{schema}.")
-    schema, dot, relation = name.partition(".")
-    return (schema, relation) if dot else (home, name)
+        return schema, name if schema == home else name.removeprefix(f"{schema}.")
+    if one_schema or "." not in name:
+        return home, name
+    if name.startswith(f"{home}."):
+        return home, name.removeprefix(f"{home}.")
+    schema, _, relation = name.partition(".")
+    return schema, relation
 
 
 def _names_of(tables: tuple[Table, ...], home: str) -> dict[str, str]:
@@ -89,14 +100,14 @@ def _names_of(tables: tuple[Table, ...], home: str) -> dict[str, str]:
     return names
 
 
-def _table_from(data: dict[str, Any], home: str) -> Table:
+def _table_from(data: dict[str, Any], home: str, one_schema: bool) -> Table:
     extras = tuple(
         ExtraColumn(str(c["name"]), str(c.get("type", "uuid")))
         for c in data.get("extra_columns", [])
     )
     size = data.get("batch_size")
     return make_table(
-        *_where_from(data, home),
+        *_where_from(data, home, one_schema),
         home,
         key=str(data.get("key", "")),
         key_type=str(data.get("key_type", "")),

@@ -145,7 +145,8 @@ def _why_not_translated(fk: _ForeignKey, scope: Scope, tables: dict[Where, Found
         return f"{'.'.join(fk.child)} is not a table: not translated"
     if fk.on_partition or info.partition_of:
         return (
-            f"from a partition of {info.partition_of}: references declared on one partition "
+            f"from a partition of {info.partition_of_schema}.{info.partition_of}: references "
+            "declared on one partition "
             "are not translated yet"
         )
     if info.kind == "p" and not info.key:

@@ -149,7 +149,10 @@ class PartitionedUniqueIndex:
         return out
 
     def describe(self) -> str:
-        return f"unique index {self.name} on {self.table} (partitioned: built per partition)"
+        return (
+            f"unique index {self.name} on {self.schema}.{self.table} "
+            "(partitioned: built per partition)"
+        )
 
     def lock_key(self) -> int:
         """The advisory lock held while the index is built, or looked at by a rollback."""

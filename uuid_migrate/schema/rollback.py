@@ -50,7 +50,7 @@ def what_to_undo(cur: Any) -> Undo | None:
     run_ids = [r["run_id"] for r in live]
     steps = created_steps(step_records.of_runs(cur, run_ids))
     mapping_created = any(isinstance(s, CreateMappingTable) for s in steps)
-    plan = from_dict(live[-1]["plan"])
+    plan = from_dict(live[-1]["plan"], stored=True)
     return Undo(run_ids, plan, steps, figures.running_batches(cur, run_ids), not mapping_created)
 
 

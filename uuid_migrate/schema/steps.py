@@ -88,7 +88,7 @@ class AddColumn:
         )
 
     def describe(self) -> str:
-        return f"column {self.table}.{self.column} ({self.type})"
+        return f"column {self.schema}.{self.table}.{self.column} ({self.type})"
 
     def reverse(self) -> sql.Composed:
         return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
@@ -132,7 +132,7 @@ class UniqueIndex:
         )
 
     def describe(self) -> str:
-        return f"unique index {self.name} on {self.table}"
+        return f"unique index {self.name} on {self.schema}.{self.table}"
 
     def lock_key(self) -> int:
         """The advisory lock held while the index is built, or looked at by a rollback."""

@@ -70,7 +70,14 @@ def capture(cur: Any, run_id: str, schema: str, table: str, name: str) -> None:
     an existing one is kept)."""
     shape = definition(cur, schema, table)
     checksum = data_checksum(cur, schema, table, [c[0] for c in shape["columns"]])
-    snapshots.store(cur, run_id, name, shape, checksum)
+    # where the table is, so a rollback finds it whatever plan the last run had
+    snapshots.store(cur, run_id, name, {**shape, "where": [schema, table]}, checksum)
+
+
+def where_of(snap: dict[str, Any]) -> tuple[str, str] | None:
+    """(schema, table) a snapshot was taken of; None for one stored by an older version."""
+    where = snap["definition"].get("where")
+    return (where[0], where[1]) if where else None
 
 
 def differences(cur: Any, schema: str, table: str, snap: dict[str, Any]) -> list[str]:

@@ -77,8 +77,14 @@ def post_migration_report(
 def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:
     """Nothing the migration added is left, and each table matches its snapshot."""
     checks = [_mapping_rows_removed(cur, plan, run_ids)]
+    names = {t.name for t in plan.tables}
     for table, snap in sorted(snapshots.oldest(cur, run_ids).items()):
-        found = snapshot.differences(cur, *plan.where(table), snap)
+        where = snapshot.where_of(snap) or (plan.where(table) if table in names else None)
+        found = (
+            snapshot.differences(cur, *where, snap)
+            if where
+            else ["not in the last run's plan, and its snapshot does not say where it is"]
+        )
         checks.append(verdict("restored_as_before", table, [], found, found[:10]))
     tables = {t.name: {"total": count_rows(cur, plan, t.name)} for t in plan.tables}
     return build_report(ROLLED_BACK, checks, tables)
