@@ -15,7 +15,8 @@ from uuid_migrate.plan.keywalk import walk_ranges
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.plan.plan_data import from_dict, to_dict
 from uuid_migrate.plan.stages import stages as plan_stages
-from uuid_migrate.schema.apply import apply_step
+from uuid_migrate.schema import adoption
+from uuid_migrate.schema.apply import apply_step, created_by_live_runs
 from uuid_migrate.schema.steps import additive_steps, step_from_dict, target_conflicts
 from uuid_migrate.verification import guards, snapshot
 
@@ -26,7 +27,8 @@ LEDGER_CHUNK = 1000
 def check_before_any_change(cur: Any, plan: Plan, allow_triggers: bool = False) -> None:
     """Refuse, before changing anything (the ledger included), what would make the migration
     wrong or stuck: columns in the way, triggers, row-level security, publications, privileges."""
-    conflicts = target_conflicts(cur, plan)
+    conflicts = target_conflicts(cur, plan, created_by_live_runs(cur))
+    conflicts += adoption.problems(cur, plan)
     if conflicts:
         raise PlanError(conflicts[0])
     refused = guards.refusal(guards.obstacles(cur, plan, allow_triggers))

@@ -8,10 +8,12 @@ a translation that differs from the parent's are written, and mappings are uniqu
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import error_records
+from uuid_migrate.ledger import error_records, generated_values
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
@@ -33,7 +35,14 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
 def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
     """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
     ctes = [_update_cte(plan, stage, key_range)]
-    ctes.append(_mapping_cte(plan, stage) if stage.assigns_uuid else _empty_cte("mapped"))
+    ctes.append(
+        _mapping_cte(plan, stage, _mapped_rows(plan, stage, key_range))
+        if stage.assigns_uuid
+        else _empty_cte("mapped")
+    )
+    if _adopts_uuid(plan, stage):
+        ctes.append(sql.SQL("generated AS ({})").format(
+            generated_values.generated_insert(run_id, stage.table)))  # fmt: skip
     ctes.append(
         _orphans_cte(plan, stage, run_id, key_range) if stage.relations else _empty_cte("orphans")
     )
@@ -43,12 +52,23 @@ def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) 
     ).format(sql.SQL(", ").join(ctes))
 
 
+def _adopts_uuid(plan: Plan, stage: Stage) -> bool:
+    return stage.assigns_uuid and UUID_COLUMN in plan.table(stage.table).adopt
+
+
 def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
     cut = cut_of(plan.table(stage.table))
     sets, needs_work, returning = ([], [], [sql.SQL("{} AS old_id").format(cut.row_id(_CHILD))])
+    drawn, source, joined = sql.SQL("gen_random_uuid()"), sql.SQL(""), sql.SQL("")
+    if _adopts_uuid(plan, stage):
+        # An adopted uuid_id keeps the application's values: the UUIDs this statement draws
+        # are told apart (`generated`) and recorded, so a rollback clears exactly those.
+        drawn, source = sql.SQL("o.fresh"), _fresh_uuids(plan, stage, cut, key_range)
+        joined = sql.SQL("c.{} = o.k AND ").format(sql.Identifier(plan.table(stage.table).key))
+        returning.append(sql.SQL("c.{} = o.fresh AS generated").format(sql.Identifier(UUID_COLUMN)))
     if stage.assigns_uuid:
         uuid = sql.Identifier(UUID_COLUMN)
-        sets.append(sql.SQL("{u} = coalesce(c.{u}, gen_random_uuid())").format(u=uuid))
+        sets.append(sql.SQL("{u} = coalesce(c.{u}, {d})").format(u=uuid, d=drawn))
         needs_work.append(sql.SQL("c.{} IS NULL").format(uuid))
         returning.append(sql.SQL("c.{} AS new_id").format(uuid))
     for i, rel in enumerate(stage.relations):
@@ -61,22 +81,54 @@ def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
         returning.append(sql.SQL("c.{}::text AS {}").format(column, sql.Identifier(f"ref{i}")))
         returning.append(sql.SQL("c.{} AS {}").format(target, sql.Identifier(f"ref{i}_uuid")))
     return sql.SQL(
-        "upd AS (UPDATE {table} AS c SET {sets} WHERE {range} AND ({work}) RETURNING {ret})"
+        "upd AS (UPDATE {table} AS c SET {sets} {source} WHERE {joined}{range} AND ({work}) "
+        "RETURNING {ret})"
     ).format(
         table=plan.qualified(stage.table),
         sets=sql.SQL(", ").join(sets),
+        source=source,
+        joined=joined,
         range=cut.condition(_CHILD, key_range),
         work=sql.SQL(" OR ").join(needs_work),
         ret=sql.SQL(", ").join(returning),
     )
 
 
-def _mapping_cte(plan: Plan, stage: Stage) -> sql.Composed:
+def _fresh_uuids(plan: Plan, stage: Stage, cut: Any, key_range: KeyRange) -> sql.Composed:
+    """`FROM` one drawn UUID per row of the range, to be joined on the key (which a
+    concurrent update of the row keeps, unlike its ctid)."""
+    key = sql.Identifier(plan.table(stage.table).key)
+    row = sql.Identifier("x")
+    return sql.SQL(
+        "FROM (SELECT x.{k} AS k, gen_random_uuid() AS fresh FROM {t} AS x WHERE {r}) AS o"
+    ).format(k=key, t=plan.qualified(stage.table), r=cut.condition(row, key_range))
+
+
+def _mapped_rows(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composable:
+    """The (old_id, new_id) rows to map: those the statement writes, and for an adopted
+    uuid_id also the rows of the range that had their value already (kept, and mapped)."""
+    if not _adopts_uuid(plan, stage):
+        return sql.SQL("upd")
+    cut = cut_of(plan.table(stage.table))
+    row = sql.Identifier("x")
+    return sql.SQL(
+        "(SELECT old_id, new_id FROM upd UNION ALL SELECT {own}, x.{u} FROM {t} AS x "
+        "WHERE {r} AND x.{u} IS NOT NULL AND NOT EXISTS "
+        "(SELECT 1 FROM upd WHERE upd.old_id = {own})) AS kept"
+    ).format(
+        own=cut.row_id(row), u=sql.Identifier(UUID_COLUMN), t=plan.qualified(stage.table),
+        r=cut.condition(row, key_range),
+    )  # fmt: skip
+
+
+def _mapping_cte(plan: Plan, stage: Stage, rows: sql.Composable) -> sql.Composed:
     return sql.SQL(
         "mapped AS (INSERT INTO {mappings} (table_name, old_id, new_id) "
-        "SELECT {name}, old_id, new_id FROM upd "
+        "SELECT {name}, old_id, new_id FROM {rows} "
         "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING 1)"
-    ).format(mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table))
+    ).format(
+        mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table), rows=rows
+    )
 
 
 def _orphans_cte(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:

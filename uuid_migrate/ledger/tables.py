@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from uuid_migrate.identifiers import LEDGER_SCHEMA
+from uuid_migrate.ledger import generated_values
 
 __all__ = ["LEDGER_SCHEMA", "ensure_schema", "ledger_exists", "table_exists"]
 
@@ -158,6 +159,7 @@ def ensure_schema(cur: Any) -> None:
         cur.execute(_SCHEMA_SQL)
         cur.execute(_RECOVERY_SQL)
     ensure_step_order(cur)
+    generated_values.ensure(cur)
 
 
 def ensure_step_order(cur: Any) -> None:

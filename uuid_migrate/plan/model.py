@@ -58,6 +58,9 @@ class Table:
     #: The schema of a table outside the plan's own; its `name` is then `schema.table`, the
     #: name the plan, its stages and `id_mappings.table_name` know it by.
     schema: str = ""
+    #: Columns the table has already that the migration adopts instead of refusing:
+    #: `uuid_id` (its values kept and mapped) or an extra column (kept as it is).
+    adopt: tuple[str, ...] = ()
 
     @property
     def relation(self) -> str:
@@ -171,6 +174,7 @@ def validate(plan: Plan) -> Plan:
                 f"relation {rel.table}.{rel.column}: parent {rel.parent!r} is not a migrated table"
             )
     _check_column_names(plan)
+    _check_adopted(plan)
     for table in plan.tables:
         size = table.batch_size
         if size is not None and size < 1:
@@ -193,6 +197,18 @@ def _check_column_names(plan: Plan) -> None:
             seen.add(name)
         if table.key in seen:
             raise PlanError(f"table {table.name!r}: an added column is named like its key")
+
+
+def _check_adopted(plan: Plan) -> None:
+    for table in plan.tables:
+        allowed = ({UUID_COLUMN} if table.migrate else set()) | {c.name for c in table.extra_columns}
+        for column in table.adopt:
+            if column not in allowed:
+                raise PlanError(
+                    f"table {table.name!r}: adopt lists {column!r}, but only its uuid_id and its "
+                    "extra columns can be adopted (a translated column is derived from its "
+                    "parent: give that relation another uuid_column instead)"
+                )
 
 
 def added_columns(plan: Plan, table: str) -> list[str]:

@@ -40,6 +40,8 @@ def _table_dict(table: Table, home: str) -> dict[str, Any]:
         out["extra_columns"] = [{"name": c.name, "type": c.type} for c in table.extra_columns]
     if table.key_columns:
         out["key_columns"] = list(table.key_columns)
+    if table.adopt:
+        out["adopt"] = list(table.adopt)
     out["cut"] = cut_of(table).describe()  # for the reader; derived again when read
     if table.partitioned:
         out["partitioned"] = True
@@ -115,6 +117,7 @@ def _table_from(data: dict[str, Any], home: str, one_schema: bool) -> Table:
         batch_size=int(size) if size is not None else None,
         extra_columns=extras,
         key_columns=tuple(str(c) for c in data.get("key_columns", [])),
+        adopt=tuple(str(c) for c in data.get("adopt", [])),
         partitioned=bool(data.get("partitioned", False)),
         partition_key=tuple(str(c) for c in data.get("partition_key", [])),
     )

@@ -16,7 +16,13 @@ from typing import Any
 from uuid_migrate import retrying
 from uuid_migrate.errors import LockBusy, MigrateError
 from uuid_migrate.ledger import runs, step_records
-from uuid_migrate.schema.steps import PartitionedUniqueIndex, Step, UniqueIndex, step_to_dict
+from uuid_migrate.schema.steps import (
+    PartitionedUniqueIndex,
+    Step,
+    UniqueIndex,
+    step_from_dict,
+    step_to_dict,
+)
 
 #: Tries to take a DDL lock before giving up; each waits lock_timeout, then backs off.
 DDL_LOCK_ATTEMPTS = 5
@@ -66,6 +72,14 @@ def _ceiling() -> float:
     """No jitter: one producer backs off, not a crowd, and the full wait gives the blocking
     transaction the most time to end."""
     return 1.0
+
+
+def created_by_live_runs(cur: Any) -> set[str]:
+    """The identities of the steps that runs not rolled back created: what is the tool's."""
+    live = [r["run_id"] for r in runs.live_runs(cur)]
+    if not live:
+        return set()
+    return {step_from_dict(d).identity() for d, created in step_records.of_runs(cur, live) if created}
 
 
 def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool:

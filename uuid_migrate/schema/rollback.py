@@ -14,8 +14,9 @@ from typing import Any
 
 from psycopg2 import sql
 
+from uuid_migrate import db
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import figures, runs, step_records
+from uuid_migrate.ledger import figures, generated_values, runs, step_records
 from uuid_migrate.plan.model import MAPPING_TABLE, Plan
 from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.schema.apply import advisory_lock, reverse_step
@@ -81,11 +82,37 @@ def wait_for_index_builds(index_conn: Any, plan: Plan) -> None:
 
 
 def reverse_steps(conn: Any, index_conn: Any, undo: Undo, lock_timeout_ms: int) -> None:
-    """Drop what the steps created; an index concurrently, on the autocommit connection."""
+    """Drop what the steps created; an index concurrently, on the autocommit connection.
+    First the UUIDs written into an adopted uuid_id, which no step drops."""
+    clear_generated(conn, undo.run_ids)
     for step in undo.steps:
         reverse_step(conn, index_conn, step, lock_timeout_ms)
     if undo.mapping_table_kept:
         delete_mappings(conn, undo)
+
+
+def clear_generated(conn: Any, run_ids: list[str]) -> int:
+    """Set back to NULL each adopted uuid_id the runs filled in, in short transactions, with
+    the application's triggers silenced as in the batches; the application's values stay."""
+    with conn.cursor() as cur:
+        pairs = generated_values.tables_of(cur, run_ids)
+        plans = {run: from_dict(runs.get_run(cur, run)["plan"], stored=True) for run, _ in pairs}
+        silenced = db.can_set_replication_role(cur)
+    conn.commit()
+    cleared = 0
+    for run_id, table in pairs:
+        plan = plans[run_id]
+        target, key = plan.qualified(table), sql.Identifier(plan.table(table).key)
+        while True:
+            with conn.cursor() as cur:
+                if silenced:
+                    cur.execute("SET LOCAL session_replication_role = replica")
+                count = generated_values.clear_chunk(cur, run_id, table, target, key, DELETE_CHUNK)
+            conn.commit()
+            cleared += count
+            if count < DELETE_CHUNK:
+                break
+    return cleared
 
 
 def delete_mappings(conn: Any, undo: Undo) -> int:

@@ -185,22 +185,41 @@ def _dependency_order(plan: Plan) -> list[str]:
     return migrated + [t.name for t in plan.tables if t.name not in migrated]
 
 
-def target_conflicts(cur: Any, plan: Plan) -> list[str]:
-    """What stands in the way of the additive steps: columns of another type, a foreign id_mappings."""
+def target_conflicts(cur: Any, plan: Plan, ours: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """What stands in the way of the additive steps: a column that exists and that no run of
+    this tool added (`ours`: the identities of those it did), unless the plan adopts it with
+    the right type; an id_mappings of another shape."""
     conflicts = []
     for step in additive_steps(plan):
         if isinstance(step, AddColumn):
             found = step.existing_type(cur)
-            if found is not None and not same_type(cur, found, step.type):
-                conflicts.append(
-                    f"column {table_label(step.schema, step.table, plan.schema)}.{step.column} "
-                    f"already exists as {found}, not {step.type}"
-                )
+            if found is not None and step.identity() not in ours:
+                conflicts += _column_in_the_way(cur, plan, step, found)
         elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
             conflicts.append(
                 f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id, created_at) table"
             )
     return conflicts
+
+
+def _column_in_the_way(cur: Any, plan: Plan, step: AddColumn, found: str) -> list[str]:
+    label = table_label(step.schema, step.table, plan.schema)
+    spec = plan.table(label)
+    name = f"{label}.{step.column}"
+    if step.column in spec.adopt:
+        if same_type(cur, found, step.type):
+            return []
+        return [f"column {name} is {found}, not {step.type}: it cannot be adopted"]
+    adoptable = step.column == UUID_COLUMN or step.column in {c.name for c in spec.extra_columns}
+    how = (
+        f'adopt it (adopt = ["{step.column}"] on table {label} in a plan file)'
+        if adoptable
+        else "give that relation another uuid_column in a plan file"
+    )
+    return [
+        f"column {name} already exists and was not added by uuid-migrate, so the migration "
+        f"would overwrite the application's data: rename it, or {how}"
+    ]
 
 
 def same_type(cur: Any, found: str, wanted: str) -> bool:

@@ -13,6 +13,8 @@ from psycopg2 import sql
 from uuid_migrate.identifiers import regclass_text
 from uuid_migrate.plan.catalog import STRING_TYPES, primary_key_columns, primary_keys
 from uuid_migrate.plan.model import Plan, Relation
+from uuid_migrate.schema import adoption
+from uuid_migrate.schema.apply import created_by_live_runs
 from uuid_migrate.schema.steps import target_conflicts
 from uuid_migrate.verification import guards
 from uuid_migrate.verification.check_sql import count_rows, offending, table_names
@@ -113,6 +115,6 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
 
 def targets_free(cur: Any, plan: Plan) -> CheckResult:
     """No column the migration adds exists already with another type."""
-    conflicts = target_conflicts(cur, plan)
+    conflicts = target_conflicts(cur, plan, created_by_live_runs(cur)) + adoption.problems(cur, plan)
     status = FAILED if conflicts else PASSED
     return CheckResult("target_columns_free", "*", status, [], conflicts, conflicts[:10])
