@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,18 +19,27 @@ from config.settings import load_settings
 from producer import (
     commands,
     demo,
+    local_workers,
     observe,
     output,
     recovery,
     rollback_command,
     status_command,
+    stopping,
     validate_command,
 )
 from uuid_migrate.db import mask_secrets
 from uuid_migrate.errors import ConfigError, MigrateError
+from uuid_migrate.plan.model import MAX_BATCH_SIZE
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SERVERS = ("flower", "metrics")
+#: Commands that start local workers (`--workers N`).
+WITH_WORKERS = ("run", "retry", "demo")
+#: What to do after an interrupted command, by command.
+RESUME_HINT = dict.fromkeys(("run", "retry"), "`uuid-migrate run` resumes the same run") | {
+    "rollback": "`uuid-migrate rollback` resumes where it stopped"
+}
 
 DESCRIPTION = """\
 Move a live PostgreSQL database from string primary keys to UUIDs, additively: every
@@ -56,13 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="plan (or resume) a run and enqueue its batches")
     _plan_options(p)
     p.add_argument(
-        "--batch-size", type=_positive, help="rows per batch (default: BATCH_SIZE or 1000)"
+        "--batch-size",
+        type=_batch_size,
+        help=f"rows per batch, at most {MAX_BATCH_SIZE:,} (default: BATCH_SIZE or 1000)",
     )
     p.add_argument(
         "--workers",
         type=_positive,
         default=0,
-        help="also start N Celery workers on this machine (implies --wait)",
+        help="also start N Celery workers on this machine (implies --wait; at most "
+        "MAX_LOCAL_WORKERS, default 4 per CPU)",
     )
     _worker_logs_option(p)
     p.add_argument(
@@ -121,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force",
         action="store_true",
-        help="roll back even while batches run: the run is stopped first, so queued "
-        "batches do nothing",
+        help="roll back even while batches run or a producer is attached (run --wait): the "
+        "run is stopped first, so queued batches do nothing",
     )
 
     p = sub.add_parser("demo", help="migrate a generated clinic database of its own")
@@ -188,10 +202,19 @@ def _positive(text: str) -> int:
     return value
 
 
+def _batch_size(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH_SIZE:,}")
+    return value
+
+
 def dispatch(args: argparse.Namespace) -> int:
     settings = load_settings()
     # Servers log what they do; the other commands talk to people and log only trouble.
     configure_logging(settings, "INFO" if args.command in SERVERS else "WARNING")
+    if args.command in WITH_WORKERS:
+        local_workers.check_count(settings, args.workers)
     if args.command == "plan":
         sys.stdout.write(commands.plan(settings, args.plan, args.schema))
         return EXIT_OK
@@ -236,6 +259,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in SERVERS:  # the servers stop on Ctrl-C by themselves
+        stopping.stop_on_signals()
     try:
         return dispatch(args)
     except MigrateError as exc:
@@ -246,8 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"Redis: {_first_line(exc)}")
     except BrokerError as exc:
         return _fail(f"broker unreachable: {_first_line(exc)}")
-    except KeyboardInterrupt:
-        return _fail("interrupted; `uuid-migrate run` resumes the same run", code=130)
+    except KeyboardInterrupt as exc:
+        return _interrupted(args.command, exc)
+
+
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """Exit as a shell shows a process ended by the signal: 128 + its number."""
+    signum = exc.signum if isinstance(exc, stopping.Interrupted) else signal.SIGINT
+    hint = RESUME_HINT.get(command)
+    message = f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else "")
+    return _fail(message, code=128 + signum)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -256,7 +289,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"uuid-migrate: error: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) still gets the exit code
+        print(f"uuid-migrate: error: {message}", file=sys.stderr)
     return code
 
 

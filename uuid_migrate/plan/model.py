@@ -13,6 +13,8 @@ from uuid_migrate.plan.naming import MAX_IDENTIFIER_BYTES, reference_uuid_column
 UUID_COLUMN = "uuid_id"
 #: Name of the old-to-new id table, as in the migration guide.
 MAPPING_TABLE = "id_mappings"
+#: Rows per batch at most: one batch is one transaction holding its rows' locks and WAL.
+MAX_BATCH_SIZE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,11 @@ def validate(plan: Plan) -> Plan:
                 f"relation {rel.table}.{rel.column}: parent {rel.parent!r} is not a migrated table"
             )
     _check_column_names(plan)
-    for table in plan.tables:
-        size = table.batch_size
-        if size is not None and size < 1:
-            raise PlanError(f"table {table.name!r}: batch_size must be at least 1")
+    for where, size in [("the plan", plan.batch_size)] + [
+        (f"table {t.name!r}", t.batch_size) for t in plan.tables
+    ]:
+        if size is not None and not 1 <= size <= MAX_BATCH_SIZE:
+            raise PlanError(f"{where}: batch_size must be 1 to {MAX_BATCH_SIZE:,}, got {size}")
     return plan
 
 
@@ -205,7 +208,8 @@ def from_dict(data: dict[str, Any]) -> Plan:
     try:
         tables = tuple(_table_from(t) for t in data.get("tables", []))
         relations = tuple(_relation_from(r) for r in data.get("relations", []))
-        batch_size = data.get("batch_size")
+        size = data.get("batch_size")
+        batch_size = int(size) if size is not None else None
         skipped = tuple(
             Skipped(str(s.get("kind", "table")), str(s["name"]), str(s.get("reason", "")))
             for s in data.get("skipped", [])
