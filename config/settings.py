@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uuid_migrate.errors import ConfigError
+from uuid_migrate.plan.model import MAX_BATCH_SIZE
 
 #: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise.
 DEFAULT_BATCH_SIZE = 1000
@@ -33,6 +34,11 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 60
 DEFAULT_MIN_SPLIT_ROWS = 10
 #: Seconds between reconciler passes while a run is active.
 DEFAULT_RECONCILE_INTERVAL_S = 30
+#: `--workers` above this many per CPU is refused: beyond the cores they only queue in
+#: PostgreSQL (README, Scale workers), and a typo such as 400 would fork a process storm.
+LOCAL_WORKERS_PER_CPU = 4
+#: Set by `--workers` in each local worker's environment: the producer it must not outlive.
+PRODUCER_PID_VARIABLE = "UUID_MIGRATE_PRODUCER_PID"
 
 
 #: Each environment variable and the Settings field it sets: the one mapping both ways.
@@ -53,7 +59,12 @@ ENVIRONMENT = {
     "HEARTBEAT_TIMEOUT_S": "heartbeat_timeout_s",
     "MIN_SPLIT_ROWS": "min_split_rows",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
+    "MAX_LOCAL_WORKERS": "max_local_workers",
 }
+
+
+def default_max_local_workers() -> int:
+    return LOCAL_WORKERS_PER_CPU * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,7 @@ class Settings:
     heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
     min_split_rows: int = DEFAULT_MIN_SPLIT_ROWS
     reconcile_interval_s: int = DEFAULT_RECONCILE_INTERVAL_S
+    max_local_workers: int = field(default_factory=default_max_local_workers)
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -103,15 +115,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=env.get("DATABASE_URL") or None,
         redis_url=redis_url,
         broker_url=env.get("BROKER_URL") or redis_url,
-        batch_size=_positive_int(env, "BATCH_SIZE", DEFAULT_BATCH_SIZE),
+        batch_size=_batch_size(env),
         queue=env.get("UUID_MIGRATE_QUEUE") or DEFAULT_QUEUE,
         lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
         statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS),
         dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
         log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS),
         flower_basic_auth=_basic_auth(env.get("FLOWER_BASIC_AUTH") or None),
+        max_local_workers=_positive_int(env, "MAX_LOCAL_WORKERS", default_max_local_workers()),
         **_recovery_settings(env),
     )
+
+
+def producer_pid(env: Mapping[str, str] | None = None) -> int | None:
+    """In a local worker: the pid of the `uuid-migrate` that started it (None elsewhere)."""
+    raw = (os.environ if env is None else env).get(PRODUCER_PID_VARIABLE)
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _batch_size(env: Mapping[str, str]) -> int:
+    size = _positive_int(env, "BATCH_SIZE", DEFAULT_BATCH_SIZE)
+    if size > MAX_BATCH_SIZE:
+        raise ConfigError(f"BATCH_SIZE must be at most {MAX_BATCH_SIZE:,}, got {size:,}")
+    return size
 
 
 def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:

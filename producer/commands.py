@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 from collections.abc import Sequence
@@ -12,9 +13,10 @@ from typing import Any, TextIO
 from config.celery import make_app
 from config.settings import Settings
 from producer import planner, watching
+from producer.attachment import Attachment
 from producer.local_workers import LocalWorkers
 from uuid_migrate import db
-from uuid_migrate.errors import RunStateError
+from uuid_migrate.errors import ConfigError, RunStateError
 from uuid_migrate.ledger import figures, runs, stages
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import catalog, discovery, plan_file
@@ -73,6 +75,7 @@ def run(
     Local workers log to `worker_logs` (kept), or to a temporary folder removed after a run
     that succeeded."""
     redis_conn = client(settings.redis_url)
+    attached = Attachment.take(settings.require_database())
     local = None
     result = None
     try:
@@ -85,11 +88,12 @@ def run(
         reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
         if not (wait or local):
             return RunResult(run_id, RunStatus.RUNNING, resumed)
-        result = watch(settings, redis_conn, run_id, out, resumed)
+        result = watch(settings, redis_conn, run_id, out, resumed, attached)
         return result
     finally:
         if local:
             stop_local(local, result is not None and result.status == RunStatus.SUCCEEDED, out)
+        attached.release()
 
 
 def start_local(
@@ -99,7 +103,10 @@ def start_local(
     if not workers:
         return None
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --worker-logs {log_dir}: {exc.strerror}") from None
     local = LocalWorkers(settings, workers, log_dir).start()
     out.write(f"{workers} local worker(s) started; their logs: {local.log_dir}\n")
     try:
@@ -117,16 +124,27 @@ def stop_local(local: LocalWorkers, succeeded: bool, out: TextIO) -> None:
     if succeeded and local.temporary:
         shutil.rmtree(local.log_dir, ignore_errors=True)
     else:
-        out.write(f"worker logs kept in {local.log_dir}\n")
+        with contextlib.suppress(OSError):  # a terminal closed under us (SIGHUP)
+            out.write(f"worker logs kept in {local.log_dir}\n")
 
 
-def watch(settings: Settings, redis_conn: Any, run_id: str, out: TextIO, resumed: bool) -> RunResult:
+def watch(
+    settings: Settings,
+    redis_conn: Any,
+    run_id: str,
+    out: TextIO,
+    resumed: bool,
+    attached: Attachment | None = None,
+) -> RunResult:
     """Wait for the run, reconciling now and then and surviving lost connections (its own
-    connection, so a killed session never surfaces as an error of the command)."""
+    connection, so a killed session never surfaces as an error of the command); the
+    producer's attachment is taken again when its session was lost."""
     app = make_app(settings)
     url = settings.require_database()
 
     def reconcile(live: Any) -> None:
+        if attached:
+            attached.refresh()
         reconciling.reconcile_and_send(app, settings, live, redis_conn, run_id)
 
     conn = db.connect(url)
@@ -151,7 +169,9 @@ def watch(settings: Settings, redis_conn: Any, run_id: str, out: TextIO, resumed
 def _lock_producer(conn: Any) -> None:
     with conn.cursor() as cur:
         if not runs.try_producer_lock(cur):
-            raise RunStateError("another uuid-migrate producer is planning this database right now")
+            raise RunStateError(
+                "another uuid-migrate command is planning or rolling back this database right now"
+            )
     conn.commit()
 
 

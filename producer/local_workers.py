@@ -11,12 +11,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config.settings import ENVIRONMENT, Settings
+from config.settings import ENVIRONMENT, PRODUCER_PID_VARIABLE, Settings
+from uuid_migrate.errors import ConfigError, WorkersFailed
+from worker.watchdog import STOP_GRACE_S
 
-#: How long workers get to finish their current batch when asked to stop.
-STOP_GRACE_S = 20
 #: How long a run waits for its local workers to come up before sending work anyway.
 READY_TIMEOUT_S = 30
+
+
+def check_count(settings: Settings, workers: int) -> None:
+    """Refuse `--workers` above the limit before anything is planned or started."""
+    if workers > settings.max_local_workers:
+        raise ConfigError(
+            f"--workers {workers} is above the limit of {settings.max_local_workers} "
+            "(MAX_LOCAL_WORKERS; by default 4 per CPU)"
+        )
 
 
 class LocalWorkers:
@@ -31,9 +40,11 @@ class LocalWorkers:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def environment(self) -> dict[str, str]:
-        """This environment with exactly the producer's settings (one conversion, both ways)."""
+        """This environment with exactly the producer's settings (one conversion, both ways),
+        and this process's pid: a worker whose producer is gone stops (worker.watchdog)."""
         env = {k: v for k, v in os.environ.items() if k not in ENVIRONMENT}
         env.update(self.settings.to_environment())
+        env[PRODUCER_PID_VARIABLE] = str(os.getpid())
         return env
 
     def command(self, index: int) -> list[str]:
@@ -67,8 +78,24 @@ class LocalWorkers:
         return self._log_dir
 
     def start(self) -> LocalWorkers:
+        """Start them all, or none: one that cannot be started stops those already started."""
         for index in range(1, self.count + 1):
-            log = open(self.log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
+            try:
+                self._start_one(index)
+            except BaseException as exc:  # an interrupt too: none is left without its producer
+                self.stop()
+                if not isinstance(exc, OSError):
+                    raise
+                raise WorkersFailed(
+                    f"cannot start local worker {index} of {self.count}: "
+                    f"{exc.strerror or exc}: {exc.filename or self.command(index)[0]}"
+                ) from None
+        return self
+
+    def _start_one(self, index: int) -> None:
+        with open(self.log_dir / f"worker-{index}.log", "ab") as log:
+            # Its own session: Ctrl-C at the terminal reaches the producer only, which
+            # then stops the workers with their grace period.
             self.processes.append(
                 subprocess.Popen(
                     self.command(index),
@@ -78,8 +105,6 @@ class LocalWorkers:
                     start_new_session=True,
                 )
             )
-            log.close()
-        return self
 
     def node_prefixes(self) -> list[str]:
         return [f"uuid-migrate-{i}-{os.getpid()}@" for i in range(1, self.count + 1)]
@@ -87,11 +112,13 @@ class LocalWorkers:
     def wait_ready(self, app: Any, timeout_s: float = READY_TIMEOUT_S) -> int:
         """Wait until every worker answers a ping, so work starts spread over all of them.
 
-        Returns how many answered; a slow or dead worker only costs the wait, never the run.
+        Returns how many answered; a slow worker only costs the wait. One that exits before
+        it answered could not be started: WorkersFailed (the caller stops the others).
         """
         deadline = time.monotonic() + timeout_s
         ready = 0
-        while time.monotonic() < deadline and self.alive():
+        while time.monotonic() < deadline:
+            self._raise_if_one_exited()
             replies = app.control.ping(timeout=0.5) or []
             names = [name for reply in replies for name in reply]
             ready = sum(1 for p in self.node_prefixes() if any(n.startswith(p) for n in names))
@@ -101,6 +128,14 @@ class LocalWorkers:
 
     def alive(self) -> int:
         return sum(1 for p in self.processes if p.poll() is None)
+
+    def _raise_if_one_exited(self) -> None:
+        for index, proc in enumerate(self.processes, start=1):
+            if proc.poll() is not None:
+                raise WorkersFailed(
+                    f"local worker {index} exited at start (exit code {proc.returncode}); "
+                    f"its log: {self.log_dir / f'worker-{index}.log'}"
+                )
 
     def stop(self) -> None:
         """Warm shutdown (finish the current batch), then kill whatever is left."""

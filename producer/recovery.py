@@ -8,6 +8,7 @@ from typing import TextIO
 
 from config.celery import make_app
 from config.settings import Settings
+from producer.attachment import Attachment
 from producer.commands import RunResult, start_local, stop_local, watch
 from uuid_migrate import db
 from uuid_migrate.errors import RunStateError
@@ -33,6 +34,7 @@ def retry(
     wait."""
     app = make_app(settings)
     redis_conn = client(settings.redis_url)
+    attached = Attachment.take(settings.require_database())
     local = None
     result = None
     try:
@@ -47,11 +49,12 @@ def retry(
             out.write(f"  {item['stage']} batch {item['batch']} (was {item['was']})\n")
         if not (wait or local):
             return RunResult(run_id, RunStatus.RUNNING, True)
-        result = watch(settings, redis_conn, run_id, out, True)
+        result = watch(settings, redis_conn, run_id, out, True, attached)
         return result
     finally:
         if local:
             stop_local(local, result is not None and result.status == RunStatus.SUCCEEDED, out)
+        attached.release()
 
 
 def pause(settings: Settings, run_id: str | None = None) -> str:

@@ -115,13 +115,16 @@ def _revoke_queued(settings: Settings, run_ids: list[str], out: TextIO) -> None:
 
 
 def _claim_producer_lock(conn: Any, force: bool) -> None:
+    """Refuse while a producer is attached: planning, or waiting in `run --wait` or
+    `retry --wait` (paused or not), whose workers would go on with the run."""
     with conn.cursor() as cur:
-        free = runs.try_producer_lock(cur)
+        free = runs.try_producer_lock(cur) and runs.try_detached_lock(cur)
     conn.commit()
     if not free and not force:
         raise RunStateError(
-            "a uuid-migrate producer is working on this database (planning, or `run --wait`); "
-            "stop it first, or pass --force"
+            "a uuid-migrate producer is attached to this database (planning, or waiting in "
+            "`run --wait` / `retry --wait`, paused or not); stop it first (Ctrl-C), or pass "
+            "--force to roll back anyway"
         )
 
 

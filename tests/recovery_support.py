@@ -191,3 +191,36 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def start_producer(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    """`uuid-migrate <args>` as a real process of its own, its output collected."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", *args],
+        env=environment(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def worker_family(producer: subprocess.Popen[str], workers: int) -> list[int]:
+    """The pids of the producer's local workers and of their pool processes, once all are up."""
+
+    def family() -> list[int] | None:
+        try:
+            mains = psutil.Process(producer.pid).children()
+            pools = [c for m in mains for c in m.children()]
+        except psutil.NoSuchProcess:
+            return None
+        if len(mains) < workers or len(pools) < workers:
+            return None
+        return [p.pid for p in mains + pools]
+
+    return wait_until(family, 60, f"{workers} workers and their pool processes")
+
+
+def stop_if_running(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.communicate(timeout=30)

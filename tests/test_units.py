@@ -151,6 +151,7 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
         "HEARTBEAT_TIMEOUT_S": "9",
         "MIN_SPLIT_ROWS": "4",
         "RECONCILE_INTERVAL_S": "5",
+        "MAX_LOCAL_WORKERS": "12",
     }
     settings = load_settings(every)
     assert settings.to_environment() == every

@@ -29,3 +29,7 @@ class RunStateError(MigrateError):
 
 class BatchFailed(MigrateError):
     """Raised when one batch's transaction could not be committed."""
+
+
+class WorkersFailed(MigrateError):
+    """Raised when the local worker processes (`--workers N`) could not be started."""

@@ -8,7 +8,8 @@ from celery import signals
 
 from config.celery import make_app
 from config.logs import configure_logging, mask_all_handlers
-from config.settings import load_settings
+from config.settings import load_settings, producer_pid
+from worker import watchdog
 
 settings = load_settings()
 app = make_app(settings)
@@ -19,6 +20,15 @@ app.conf.include = ["worker.tasks"]
 def _setup_logging(loglevel: Any = None, **_: Any) -> None:
     """Our handler (text or JSON, secrets masked) instead of Celery's own logging set-up."""
     configure_logging(settings, loglevel or "INFO")
+
+
+@signals.worker_init.connect
+def _outlive_no_producer(**_: Any) -> None:
+    # In the main process, before the pool exists: a local worker (`--workers N`) stops
+    # when the producer that started it is gone, even killed with SIGKILL.
+    pid = producer_pid()
+    if pid is not None:
+        watchdog.guard(pid)
 
 
 @signals.worker_process_init.connect

@@ -19,6 +19,9 @@ from uuid_migrate.ledger.tables import LEDGER_SCHEMA, ledger_exists, table_exist
 
 #: Serialises producers: only one plans or resumes a run of a database at a time.
 PRODUCER_LOCK_KEY = 0x757569645F6D6967  # "uuid_mig"
+#: Held shared by every producer attached to the database (from planning to the end of
+#: `run --wait`, paused or not) and exclusive by a rollback, which so sees them all.
+ATTACHED_LOCK_KEY = PRODUCER_LOCK_KEY + 1
 
 #: What a rollback clears of the runs' progress; runs, reports, snapshots and steps stay.
 _PROGRESS_TABLES = ("batches", "transitions", "stages", "errors")
@@ -118,6 +121,23 @@ def try_producer_lock(cur: Any) -> bool:
     """The session lock that lets one producer (or rollback) at a time change a database."""
     cur.execute("SELECT pg_try_advisory_lock(%s)", (PRODUCER_LOCK_KEY,))
     return bool(cur.fetchone()[0])
+
+
+def try_attach(cur: Any) -> bool:
+    """A producer's session says it is attached; False while a rollback holds the database."""
+    cur.execute("SELECT pg_try_advisory_lock_shared(%s)", (ATTACHED_LOCK_KEY,))
+    return bool(cur.fetchone()[0])
+
+
+def try_detached_lock(cur: Any) -> bool:
+    """A rollback's session: True if no producer is attached (and none can attach now)."""
+    cur.execute("SELECT pg_try_advisory_lock(%s)", (ATTACHED_LOCK_KEY,))
+    return bool(cur.fetchone()[0])
+
+
+def session_alive(cur: Any) -> None:
+    """Raises if the session is gone (a restarted server, a terminated backend)."""
+    cur.execute("SELECT 1")
 
 
 def lock_run(cur: Any, run_id: str) -> None:

@@ -15,6 +15,8 @@ from uuid_migrate.plan.naming import MAX_IDENTIFIER_BYTES, reference_uuid_column
 UUID_COLUMN = "uuid_id"
 #: Name of the old-to-new id table, as in the migration guide.
 MAPPING_TABLE = "id_mappings"
+#: Rows per batch at most: one batch is one transaction holding its rows' locks and WAL.
+MAX_BATCH_SIZE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -175,10 +177,11 @@ def validate(plan: Plan) -> Plan:
             )
     _check_column_names(plan)
     _check_adopted(plan)
-    for table in plan.tables:
-        size = table.batch_size
-        if size is not None and size < 1:
-            raise PlanError(f"table {table.name!r}: batch_size must be at least 1")
+    for where, size in [("the plan", plan.batch_size)] + [
+        (f"table {t.name!r}", t.batch_size) for t in plan.tables
+    ]:
+        if size is not None and not 1 <= size <= MAX_BATCH_SIZE:
+            raise PlanError(f"{where}: batch_size must be 1 to {MAX_BATCH_SIZE:,}, got {size}")
     return plan
 
 

@@ -68,7 +68,8 @@ def from_dict(data: dict[str, Any], stored: bool = False) -> Plan:
         tables = tuple(_table_from(t, home, one_schema) for t in data.get("tables", []))
         names = _names_of(tables, home)
         relations = tuple(_relation_from(r, names) for r in data.get("relations", []))
-        batch_size = data.get("batch_size")
+        size = data.get("batch_size")
+        batch_size = int(size) if size is not None else None
         skipped = tuple(
             Skipped(str(s.get("kind", "table")), str(s["name"]), str(s.get("reason", "")))
             for s in data.get("skipped", [])
