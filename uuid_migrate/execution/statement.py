@@ -11,7 +11,7 @@ from __future__ import annotations
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import error_records
+from uuid_migrate.ledger import added_mappings, error_records
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
@@ -33,7 +33,7 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
 def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
     """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
     ctes = [_update_cte(plan, stage, key_range)]
-    ctes.append(_mapping_cte(plan, stage) if stage.assigns_uuid else _empty_cte("mapped"))
+    ctes.append(_mapping_cte(plan, stage, run_id) if stage.assigns_uuid else _empty_cte("mapped"))
     ctes.append(
         _orphans_cte(plan, stage, run_id, key_range) if stage.relations else _empty_cte("orphans")
     )
@@ -71,12 +71,19 @@ def _update_cte(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composed:
     )
 
 
-def _mapping_cte(plan: Plan, stage: Stage) -> sql.Composed:
+def _mapping_cte(plan: Plan, stage: Stage, run_id: str) -> sql.Composed:
+    """The new mappings; in an id_mappings that was there before the migration, each row
+    inserted is also noted in the ledger, so rollback removes exactly those."""
     return sql.SQL(
-        "mapped AS (INSERT INTO {mappings} (table_name, old_id, new_id) "
+        "mapped AS (INSERT INTO {mappings} AS m (table_name, old_id, new_id) "
         "SELECT {name}, old_id, new_id FROM upd "
-        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING 1)"
-    ).format(mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table))
+        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING {returned}), {noted}"
+    ).format(
+        mappings=qualified(plan.schema, MAPPING_TABLE),
+        name=sql.Literal(stage.table),
+        returned=added_mappings.RETURNED,
+        noted=added_mappings.note_cte(run_id, "mapped"),
+    )
 
 
 def _orphans_cte(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
