@@ -73,7 +73,8 @@ def prepare(url: str, plan: Plan) -> None:
     with db.connection(url) as conn, conn.cursor() as cur:
         tables.ensure_schema(cur)
         for step in additive_steps(plan):
-            cur.execute(step.forward())
+            if not step.exists(cur):  # the id_mappings indexes come with its table
+                cur.execute(step.forward())
 
 
 def finish_and_check(url: str, plan: Plan, build_indexes: bool) -> tuple[float, float]:

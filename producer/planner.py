@@ -10,14 +10,20 @@ from typing import Any
 
 from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables
+from uuid_migrate.ledger.added_mappings import SNAPSHOT_NAME
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.keywalk import walk_ranges
-from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan
 from uuid_migrate.plan.plan_data import from_dict, to_dict
 from uuid_migrate.plan.stages import stages as plan_stages
 from uuid_migrate.schema import adoption
 from uuid_migrate.schema.apply import apply_step, created_by_live_runs
-from uuid_migrate.schema.steps import additive_steps, step_from_dict, target_conflicts
+from uuid_migrate.schema.steps import (
+    CreateMappingTable,
+    additive_steps,
+    step_from_dict,
+    target_conflicts,
+)
 from uuid_migrate.verification import guards, snapshot
 
 #: Batches written to the ledger per commit while walking a key.
@@ -80,15 +86,30 @@ def open_run(
 
 def take_snapshots(conn: Any, run_id: str, plan: Plan) -> None:
     """Before the first change: each table's snapshot, unless an earlier live run holds one
-    (that one shows the tables before the migration began), each committed on its own."""
+    (that one shows the tables before the migration began), each committed on its own.
+
+    An id_mappings the migration has not touched yet is the application's: its snapshot is
+    what rollback restores, and the batches note the rows they add to it while it is held.
+    """
     with conn.cursor() as cur:
-        have = set(snapshots.oldest(cur, [r["run_id"] for r in runs.live_runs(cur)]))
+        live = [r["run_id"] for r in runs.live_runs(cur)]
+        have = set(snapshots.oldest(cur, live))
+        targets = [(t.name, *plan.where(t.name)) for t in plan.tables]
+        if _mapping_table_untouched(cur, plan, live):
+            targets.append((SNAPSHOT_NAME, plan.schema, MAPPING_TABLE))
     conn.commit()
-    for table in plan.tables:
-        if table.name not in have:
+    for name, schema, table in targets:
+        if name not in have:
             with conn.cursor() as cur:
-                snapshot.capture(cur, run_id, *plan.where(table.name), table.name)
+                snapshot.capture(cur, run_id, schema, table, name)
             conn.commit()
+
+
+def _mapping_table_untouched(cur: Any, plan: Plan, live: list[str]) -> bool:
+    """id_mappings exists and no live run has applied its step (created or found it)."""
+    step = CreateMappingTable(plan.schema)
+    applied = {step_from_dict(data).identity() for data, _ in step_records.of_runs(cur, live)}
+    return step.exists(cur) and step.identity() not in applied
 
 
 def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int) -> None:

@@ -222,7 +222,7 @@ def schedule_reconciler(**_: Any) -> None:
         with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
             run = runs.latest_run(cur)
             if run is not None:
-                tables.ensure_step_order(cur)
+                tables.ensure_worker_parts(cur)
         if runs.is_active(run):
             reconciling.schedule(app, settings, client(settings.redis_url), run["run_id"])
     except Exception:

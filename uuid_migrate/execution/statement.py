@@ -13,7 +13,7 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import error_records, generated_values
+from uuid_migrate.ledger import added_mappings, error_records, generated_values
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
@@ -36,7 +36,7 @@ def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) 
     """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
     ctes = [_update_cte(plan, stage, key_range)]
     ctes.append(
-        _mapping_cte(plan, stage, _mapped_rows(plan, stage, key_range))
+        _mapping_cte(plan, stage, run_id, _mapped_rows(plan, stage, key_range))
         if stage.assigns_uuid
         else _empty_cte("mapped")
     )
@@ -121,13 +121,19 @@ def _mapped_rows(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composabl
     )  # fmt: skip
 
 
-def _mapping_cte(plan: Plan, stage: Stage, rows: sql.Composable) -> sql.Composed:
+def _mapping_cte(plan: Plan, stage: Stage, run_id: str, rows: sql.Composable) -> sql.Composed:
+    """The new mappings; in an id_mappings that was there before the migration, each row
+    inserted is also noted in the ledger, so rollback removes exactly those."""
     return sql.SQL(
-        "mapped AS (INSERT INTO {mappings} (table_name, old_id, new_id) "
+        "mapped AS (INSERT INTO {mappings} AS m (table_name, old_id, new_id) "
         "SELECT {name}, old_id, new_id FROM {rows} "
-        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING 1)"
+        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING {returned}), {noted}"
     ).format(
-        mappings=qualified(plan.schema, MAPPING_TABLE), name=sql.Literal(stage.table), rows=rows
+        mappings=qualified(plan.schema, MAPPING_TABLE),
+        name=sql.Literal(stage.table),
+        rows=rows,
+        returned=added_mappings.RETURNED,
+        noted=added_mappings.note_cte(run_id, "mapped"),
     )
 
 

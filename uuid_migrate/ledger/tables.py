@@ -11,7 +11,7 @@ from typing import Any
 from uuid_migrate.identifiers import LEDGER_SCHEMA
 from uuid_migrate.ledger import generated_values
 
-__all__ = ["LEDGER_SCHEMA", "ensure_schema", "ledger_exists", "table_exists"]
+__all__ = ["LEDGER_SCHEMA", "ensure_schema", "ensure_worker_parts", "ledger_exists", "table_exists"]
 
 _SCHEMA_SQL = """
 CREATE SCHEMA IF NOT EXISTS uuid_migration;
@@ -149,6 +149,18 @@ ALTER TABLE uuid_migration.ddl_steps ALTER COLUMN position TYPE bigint,
     ALTER COLUMN position SET DEFAULT nextval('uuid_migration.ddl_step_order');
 """
 
+#: The rows a migration added to an id_mappings that was there before it (see
+#: `added_mappings`): keyed as id_mappings is, with the inserting transaction of each row.
+_ADDED_MAPPINGS_SQL = """
+CREATE TABLE IF NOT EXISTS uuid_migration.added_mappings (
+    run_id     text NOT NULL,
+    table_name text NOT NULL,
+    old_id     text NOT NULL,
+    row_xmin   xid NOT NULL,
+    PRIMARY KEY (run_id, table_name, old_id)
+);
+"""
+
 
 def ensure_schema(cur: Any) -> None:
     """Create what is missing, part by part. A part that is there is left alone: ALTER TABLE
@@ -158,8 +170,16 @@ def ensure_schema(cur: Any) -> None:
     if not _has_recovery(cur):
         cur.execute(_SCHEMA_SQL)
         cur.execute(_RECOVERY_SQL)
+    ensure_worker_parts(cur)
+
+
+def ensure_worker_parts(cur: Any) -> None:
+    """What the batches and index builds of this version write to and a ledger begun by an
+    older version lacks; workers call this too, so they can take over such a run."""
     ensure_step_order(cur)
     generated_values.ensure(cur)
+    if not table_exists(cur, "added_mappings"):
+        cur.execute(_ADDED_MAPPINGS_SQL)
 
 
 def ensure_step_order(cur: Any) -> None:

@@ -13,10 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg2
+
 from uuid_migrate import retrying
 from uuid_migrate.errors import LockBusy, MigrateError
 from uuid_migrate.ledger import runs, step_records
 from uuid_migrate.schema.steps import (
+    MappingIndex,
     PartitionedUniqueIndex,
     Step,
     UniqueIndex,
@@ -86,11 +89,15 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
     """Apply one forward step for the run and record it; False (nothing done) once a
     rollback has fenced the run.
 
-    A concurrent step (the unique index) runs on an autocommit connection, under the
-    index's advisory lock, which a rollback takes too: either the build ends before the
-    rollback looks, or it sees the rollback's fence and builds nothing. It waits without a
-    lock timeout: its lock blocks neither reads nor writes, and what it waits for is old
-    snapshots to end, which retrying would only make it wait for again.
+    Only a step that creates its object runs its forward SQL: what was there already (a
+    column, an index the application had) is taken as it is and recorded as not created.
+
+    A concurrent step (a unique index) runs outside a transaction (the connection is
+    switched to autocommit for it, and back), under the index's advisory lock, which a
+    rollback takes too: either the build ends before the rollback looks, or it sees the
+    rollback's fence and builds nothing. It waits without a lock timeout: its lock blocks
+    neither reads nor writes, and what it waits for is old snapshots to end, which retrying
+    would only make it wait for again.
     """
     applied = False
 
@@ -99,21 +106,37 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
         if runs.run_is_fenced(cur, run_id):
             return
         created = _created_by_this_run(cur, step)
-        _forward(cur, step)
+        if created:
+            _forward(cur, step)
         step_records.record(cur, run_id, step_to_dict(step), created)
         applied = True
 
     if not step.concurrent:
         run_ddl(conn, work, lock_timeout_ms, step.describe())
         return applied
-    with conn.cursor() as cur, advisory_lock(cur, step.lock_key()):
+    with _autocommit(conn), conn.cursor() as cur, advisory_lock(cur, step.lock_key()):
         run_ddl(conn, work, 0, step.describe())
     return applied
+
+
+@contextlib.contextmanager
+def _autocommit(conn: Any) -> Iterator[None]:
+    """The connection in autocommit for a while (it must be idle), then as it was."""
+    before = conn.autocommit
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.autocommit = before
 
 
 def _forward(cur: Any, step: Step) -> None:
     """The step's statement, or a partitioned index's statements one by one; those are read
     from the catalog again if a partition appeared meanwhile and left the index invalid."""
+    if isinstance(step, MappingIndex):
+        _build_mapping_index(cur, step)
+        return
     if not isinstance(step, PartitionedUniqueIndex):
         cur.execute(step.forward())
         return
@@ -125,15 +148,26 @@ def _forward(cur: Any, step: Step) -> None:
     raise MigrateError(f"{step.describe()} is still invalid after it was built")
 
 
+def _build_mapping_index(cur: Any, step: MappingIndex) -> None:
+    """A failed build (a duplicate the application wrote meanwhile) leaves an invalid index
+    under the step's name, which was free before: it is dropped, so none of it stays."""
+    try:
+        cur.execute(step.forward())
+    except psycopg2.Error:
+        with contextlib.suppress(psycopg2.Error):
+            if step.validity(cur) is False:
+                cur.execute(step.reverse())
+        raise
+
+
 def _created_by_this_run(cur: Any, step: Step) -> bool:
     """Whether the step's object is ours to drop later; an invalid index left by a crashed
     build is dropped first and built again (a partitioned one is completed: its valid
     partition indexes are kept)."""
     if isinstance(step, PartitionedUniqueIndex):
         return step.validity(cur) is not True
-    if isinstance(step, UniqueIndex) and step.validity(cur) is False:
+    if isinstance(step, UniqueIndex | MappingIndex) and step.validity(cur) is False:
         cur.execute(step.reverse())
-        return True
     return not step.exists(cur)
 
 

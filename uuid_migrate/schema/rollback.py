@@ -3,7 +3,8 @@
 What to undo comes from the ledger's step records (each forward step knows its reverse, and
 whether it created its object, so nothing that was there before is dropped). A rollback first
 fences the runs (batches check the fence inside their transaction, so a queued or redelivered
-batch writes nothing afterwards), then drops indexes, columns children first, and id_mappings.
+batch writes nothing afterwards), removes the migration's rows from an id_mappings that was
+there before it, then drops indexes, columns children first, and id_mappings if it created it.
 The runs stay as `rolled_back`, with their reports and snapshots, as the audit trail.
 """
 
@@ -16,10 +17,11 @@ from psycopg2 import sql
 
 from uuid_migrate import db
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import figures, generated_values, runs, step_records
+from uuid_migrate.ledger import added_mappings, figures, generated_values, runs, step_records
 from uuid_migrate.plan.model import MAPPING_TABLE, Plan
 from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.schema.apply import advisory_lock, reverse_step
+from uuid_migrate.schema.mapping_table import mapping_indexes
 from uuid_migrate.schema.steps import CreateMappingTable, Step, index_steps, step_from_dict
 
 #: Mapping rows deleted per transaction when id_mappings was there before the migration.
@@ -35,12 +37,21 @@ class Undo:
     steps: list[Step]
     running_batches: int
     mapping_table_kept: bool
+    #: Whether the batches noted the rows they added to the kept id_mappings; not when an
+    #: earlier version began the migration.
+    mapping_rows_noted: bool
 
     def describe(self) -> list[str]:
-        lines = [f"drop {step.describe()}" for step in self.steps]
-        if self.mapping_table_kept:
-            lines.append(f"delete the migration's rows from {self.plan.schema}.{MAPPING_TABLE}")
-        return lines
+        lines = []
+        table = f"{self.plan.schema}.{MAPPING_TABLE}"
+        if self.mapping_table_kept and self.mapping_rows_noted:
+            lines.append(f"delete the rows the migration added to {table} (every other row stays)")
+        elif self.mapping_table_kept:
+            lines.append(
+                f"delete the rows of the migrated tables created since the run began from {table} "
+                "(the run began under an earlier version, which noted no rows)"
+            )
+        return lines + [f"drop {step.describe()}" for step in self.steps]
 
 
 def what_to_undo(cur: Any) -> Undo | None:
@@ -50,9 +61,10 @@ def what_to_undo(cur: Any) -> Undo | None:
         return None
     run_ids = [r["run_id"] for r in live]
     steps = created_steps(step_records.of_runs(cur, run_ids))
-    mapping_created = any(isinstance(s, CreateMappingTable) for s in steps)
+    kept = not any(isinstance(s, CreateMappingTable) for s in steps)
     plan = from_dict(live[-1]["plan"], stored=True)
-    return Undo(run_ids, plan, steps, figures.running_batches(cur, run_ids), not mapping_created)
+    noted = added_mappings.noting(cur, run_ids)
+    return Undo(run_ids, plan, steps, figures.running_batches(cur, run_ids), kept, noted)
 
 
 def created_steps(records: list[tuple[dict[str, Any], bool]]) -> list[Step]:
@@ -76,19 +88,20 @@ def fence(conn: Any, run_ids: list[str]) -> None:
 def wait_for_index_builds(index_conn: Any, plan: Plan) -> None:
     """After the fence: an index build in flight ends (and records itself) before we look."""
     with index_conn.cursor() as cur:
-        for index in index_steps(plan):
+        for index in [*mapping_indexes(plan.schema), *index_steps(plan)]:
             with advisory_lock(cur, index.lock_key()):
                 pass
 
 
 def reverse_steps(conn: Any, index_conn: Any, undo: Undo, lock_timeout_ms: int) -> None:
-    """Drop what the steps created; an index concurrently, on the autocommit connection.
-    First the UUIDs written into an adopted uuid_id, which no step drops."""
+    """The UUIDs written into an adopted uuid_id (which no step drops) and the migration's
+    rows of a kept id_mappings first, while its indexes still serve those deletes; then
+    drop what the steps created, an index concurrently, on the autocommit connection."""
     clear_generated(conn, undo.run_ids)
-    for step in undo.steps:
-        reverse_step(conn, index_conn, step, lock_timeout_ms)
     if undo.mapping_table_kept:
         delete_mappings(conn, undo)
+    for step in undo.steps:
+        reverse_step(conn, index_conn, step, lock_timeout_ms)
 
 
 def clear_generated(conn: Any, run_ids: list[str]) -> int:
@@ -116,13 +129,41 @@ def clear_generated(conn: Any, run_ids: list[str]) -> int:
 
 
 def delete_mappings(conn: Any, undo: Undo) -> int:
-    """The runs' rows of a pre-existing id_mappings, in short transactions."""
+    """The runs' rows of a pre-existing id_mappings, in short transactions: exactly those
+    the batches noted, or, for a run begun by an earlier version, by that version's rule."""
     with conn.cursor() as cur:
         present = CreateMappingTable(undo.plan.schema).exists(cur)
-        since = runs.first_run_started(cur, undo.run_ids)
     conn.commit()
     if not present:
         return 0
+    if undo.mapping_rows_noted:
+        return _delete_noted(conn, undo)
+    return _delete_since_run_began(conn, undo)
+
+
+def _delete_noted(conn: Any, undo: Undo) -> int:
+    """Walks the notes in key order, DELETE_CHUNK per transaction; a row the application
+    changed since is kept, with its note (validation reports it)."""
+    mappings = qualified(undo.plan.schema, MAPPING_TABLE)
+    after, removed = added_mappings.START, 0
+    while True:
+        with conn.cursor() as cur:
+            seen, deleted, after = added_mappings.delete_chunk(
+                cur, mappings, undo.run_ids, after, DELETE_CHUNK
+            )
+        conn.commit()
+        removed += deleted
+        if seen < DELETE_CHUNK:
+            return removed
+
+
+def _delete_since_run_began(conn: Any, undo: Undo) -> int:
+    """What an earlier version did, for runs it began (they noted nothing): rows of the
+    migrated tables created since the first run began, which takes the application's rows
+    of those tables written meanwhile too."""
+    with conn.cursor() as cur:
+        since = runs.first_run_started(cur, undo.run_ids)
+    conn.commit()
     mappings = qualified(undo.plan.schema, MAPPING_TABLE)
     names = [t.name for t in undo.plan.migrated()]
     removed = 0

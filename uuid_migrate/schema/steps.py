@@ -18,6 +18,7 @@ from psycopg2 import sql
 from uuid_migrate.identifiers import qualified, regclass_text
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_columns, table_label
 from uuid_migrate.plan.stages import table_order
+from uuid_migrate.schema.mapping_table import MappingIndex, mapping_indexes
 from uuid_migrate.schema.partitioned import PartitionedUniqueIndex
 
 
@@ -40,14 +41,14 @@ class CreateMappingTable:
         return bool(cur.fetchone()[0])
 
     def forward(self) -> sql.Composed:
-        table = qualified(self.schema, MAPPING_TABLE)
-        return sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {t} (table_name text NOT NULL, old_id text NOT NULL, "
-            "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now()); "
-            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_table_name_old_id_key "
-            "ON {t} (table_name, old_id); "
-            "CREATE UNIQUE INDEX IF NOT EXISTS id_mappings_new_id_key ON {t} (new_id)"
-        ).format(t=table)
+        """The table with its unique indexes, in one transaction: it is new and empty. Only
+        applied when the table is absent; one that exists gets its missing indexes from
+        the `MappingIndex` steps."""
+        create = sql.SQL(
+            "CREATE TABLE {} (table_name text NOT NULL, old_id text NOT NULL, "
+            "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        ).format(qualified(self.schema, MAPPING_TABLE))
+        return sql.SQL("; ").join([create, *(i.inline() for i in mapping_indexes(self.schema))])
 
     def describe(self) -> str:
         return f"table {self.schema}.{MAPPING_TABLE}"
@@ -144,10 +145,11 @@ class UniqueIndex:
         )
 
 
-Step = CreateMappingTable | AddColumn | UniqueIndex | PartitionedUniqueIndex
+Step = CreateMappingTable | MappingIndex | AddColumn | UniqueIndex | PartitionedUniqueIndex
 Index = UniqueIndex | PartitionedUniqueIndex
 _KINDS = {
-    cls.kind: cls for cls in (CreateMappingTable, AddColumn, UniqueIndex, PartitionedUniqueIndex)
+    cls.kind: cls
+    for cls in (CreateMappingTable, MappingIndex, AddColumn, UniqueIndex, PartitionedUniqueIndex)
 }
 
 
@@ -164,10 +166,10 @@ def additive_steps(plan: Plan) -> list[Step]:
     """Every step applied before the first batch, parents' tables first.
 
     Rollback reverses the recorded steps by position, so it drops children's columns before
-    their parents' and `id_mappings` last.
+    their parents', then the indexes it added to id_mappings, and `id_mappings` last.
     """
     extra_types = {(t.name, c.name): c.type for t in plan.tables for c in t.extra_columns}
-    steps: list[Step] = [CreateMappingTable(plan.schema)]
+    steps: list[Step] = [CreateMappingTable(plan.schema), *mapping_indexes(plan.schema)]
     for table in _dependency_order(plan):
         for column in added_columns(plan, table):
             kind = extra_types.get((table, column), "uuid")
@@ -195,6 +197,8 @@ def target_conflicts(cur: Any, plan: Plan, ours: set[str] | frozenset[str] = fro
             found = step.existing_type(cur)
             if found is not None and step.identity() not in ours:
                 conflicts += _column_in_the_way(cur, plan, step, found)
+        elif isinstance(step, MappingIndex):
+            conflicts += step.conflicts(cur)
         elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
             conflicts.append(
                 f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id, created_at) table"

@@ -12,7 +12,7 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import figures, reports, runs, snapshots, stages
+from uuid_migrate.ledger import added_mappings, figures, reports, runs, snapshots, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
 from uuid_migrate.schema.steps import CreateMappingTable
@@ -25,9 +25,11 @@ from uuid_migrate.verification.report import (
     POST,
     PRE,
     ROLLED_BACK,
+    SAMPLE_SIZE,
     CheckResult,
     build_report,
     left_alone,
+    notice,
     verdict,
 )
 
@@ -75,11 +77,12 @@ def post_migration_report(
 
 
 def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:
-    """Nothing the migration added is left, and each table matches its snapshot."""
-    checks = [_mapping_rows_removed(cur, plan, run_ids)]
-    names = {t.name for t in plan.tables}
+    """Nothing the migration added is left, and each table matches its snapshot (a
+    pre-existing id_mappings too)."""
+    checks = _mapping_rows_removed(cur, plan, run_ids)
+    names = {t.name for t in plan.tables} | {added_mappings.SNAPSHOT_NAME}
     for table, snap in sorted(snapshots.oldest(cur, run_ids).items()):
-        where = snapshot.where_of(snap) or (plan.where(table) if table in names else None)
+        where = snapshot.where_of(snap) or (_where(plan, table) if table in names else None)
         found = (
             snapshot.differences(cur, *where, snap)
             if where
@@ -154,15 +157,33 @@ def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, 
     }
 
 
-def _mapping_rows_removed(cur: Any, plan: Plan, run_ids: list[str]) -> CheckResult:
-    """id_mappings is gone if the migration created it, else holds none of the runs' rows."""
+def _where(plan: Plan, snapshot_name: str) -> tuple[str, str]:
+    """(schema, table) of a snapshot: a table of the plan, or the plan's id_mappings."""
+    if snapshot_name == added_mappings.SNAPSHOT_NAME:
+        return plan.schema, MAPPING_TABLE
+    return plan.where(snapshot_name)
+
+
+def _mapping_rows_removed(cur: Any, plan: Plan, run_ids: list[str]) -> list[CheckResult]:
+    """id_mappings is gone if the migration created it, else holds none of the rows the
+    runs noted as they wrote them; those the application changed since were kept (a
+    warning). A run begun by an earlier version noted none: its rows are counted by that
+    version's rule, created since the run began."""
     if not CreateMappingTable(plan.schema).exists(cur):
-        return verdict("id_mappings_removed", MAPPING_TABLE, 0, 0, [])
+        return [verdict("id_mappings_removed", MAPPING_TABLE, 0, 0, [])]
+    mappings = qualified(plan.schema, MAPPING_TABLE)
+    if added_mappings.noting(cur, run_ids):
+        found = added_mappings.left_over(cur, mappings, run_ids, SAMPLE_SIZE)
+        (left, sample), (kept, changed) = found
+        return [
+            verdict("id_mappings_removed", MAPPING_TABLE, 0, left, sample),
+            notice("id_mappings_changed_kept", MAPPING_TABLE, kept, changed),
+        ]
     cur.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE table_name = ANY(%s) AND created_at >= %s").format(
-            qualified(plan.schema, MAPPING_TABLE)
+            mappings
         ),
         ([t.name for t in plan.migrated()], runs.first_run_started(cur, run_ids)),
     )
     left = int(cur.fetchone()[0])
-    return verdict("id_mappings_removed", MAPPING_TABLE, 0, left, [])
+    return [verdict("id_mappings_removed", MAPPING_TABLE, 0, left, [])]
