@@ -42,7 +42,7 @@ def test_rollback_refuses_while_a_producer_is_attached_running_or_paused(conn, s
     slow_batches(conn, "dashboards", 0.5)
     fast = quick(settings)
     before = database_dump(conn, settings.database_url)
-    producer = start_producer(fast, "run", "--plan", "clinic", "--workers", "1", "--wait")
+    producer = start_producer(fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "1", "--wait")
     try:
         worker_family(producer, 1)
         wait_until(lambda: _batches(conn, "succeeded") >= 2, what="some batches done")

@@ -66,7 +66,7 @@ def test_sigterm_or_sighup_stops_the_workers_like_ctrl_c_and_the_run_resumes(
 ):
     before = _slow_clinic(conn)
     fast = quick(settings)
-    producer = start_producer(fast, "run", "--plan", "clinic", "--workers", "2", "--wait")
+    producer = start_producer(fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "2", "--wait")
     try:
         family = worker_family(producer, 2)
         wait_until(lambda: _batches(conn, "succeeded") >= 3, what="some batches done")
@@ -92,7 +92,7 @@ def test_a_producer_killed_with_sigkill_leaves_no_worker_behind(conn, settings, 
     fast = quick(settings)
     logs = tmp_path / "logs"
     producer = start_producer(
-        fast, "run", "--plan", "clinic", "--workers", "2", "--wait", "--worker-logs", str(logs)
+        fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "2", "--wait", "--worker-logs", str(logs)
     )
     try:
         family = worker_family(producer, 2)
@@ -120,7 +120,7 @@ def test_a_worker_that_cannot_finish_its_batch_is_killed_after_the_grace_with_it
     fast = quick(settings)
     logs = tmp_path / "logs"
     producer = start_producer(
-        fast, "run", "--plan", "clinic", "--workers", "1", "--wait", "--worker-logs", str(logs)
+        fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "1", "--wait", "--worker-logs", str(logs)
     )
     try:
         family = worker_family(producer, 1)

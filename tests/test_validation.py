@@ -70,7 +70,9 @@ def test_the_baseline_fails_on_what_would_stop_a_migration(clinic, settings, tmp
         ("primary_key", "ghosts"),
         ("target_columns_free", "*"),
     }
-    assert "clinics.uuid_id already exists as text" in check(report, "target_columns_free", "*")["sample"][0]
+    assert "clinics.uuid_id already exists and was not added by uuid-migrate" in check(
+        report, "target_columns_free", "*"
+    )["sample"][0]
     suspicious = check(report, "suspicious_ids", "users")
     assert suspicious["status"] == "warning" and suspicious["sample"] == ["", " bob", "Bob"]
 
