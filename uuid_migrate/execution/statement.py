@@ -23,12 +23,13 @@ _CHILD = sql.Identifier("c")
 
 
 def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
-    """The parent's UUID for the child's reference; NULL when the parent row is missing."""
-    return sql.SQL("(SELECT p.{uuid} FROM {parent} AS p WHERE p.{key} = c.{col})").format(
+    """The parent's UUID for the child's reference; NULL when the parent row is missing.
+    Compared under the parent column's collation, as the foreign key compares."""
+    return sql.SQL("(SELECT p.{uuid} FROM {parent} AS p WHERE p.{key} = {col})").format(
         uuid=sql.Identifier(UUID_COLUMN),
         parent=plan.qualified(rel.parent),
         key=sql.Identifier(plan.parent_column(rel)),
-        col=sql.Identifier(rel.column),
+        col=rel.compared(sql.SQL("c.{}").format(sql.Identifier(rel.column))),
     )
 
 
@@ -209,11 +210,11 @@ def _orphan_record(
 
 
 def _no_parent(plan: Plan, rel: Relation, value: sql.Composable) -> sql.Composed:
-    """No parent row has `value` in the referenced column."""
+    """No parent row has `value` in the referenced column (under its collation)."""
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{key} = {value})").format(
         parent=plan.qualified(rel.parent),
         key=sql.Identifier(plan.parent_column(rel)),
-        value=value,
+        value=rel.compared(value),
     )
 
 

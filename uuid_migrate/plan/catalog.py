@@ -8,6 +8,7 @@ from typing import Any
 
 from uuid_migrate.errors import PlanError
 from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
+from uuid_migrate.plan.collations import compare_as_foreign_keys
 from uuid_migrate.plan.discovery import schema_exists
 from uuid_migrate.plan.found import STRING_TYPES
 from uuid_migrate.plan.model import Plan, Table, validate
@@ -84,6 +85,10 @@ def resolve(cur: Any, plan: Plan) -> Plan:
         if rel.parent_column:
             _require_column(cur, plan.where(rel.parent), rel.parent_column)
             _require_unique(cur, plan.where(rel.parent), rel.parent_column)
+    resolved, refused = compare_as_foreign_keys(cur, resolved)
+    if refused:
+        rel, reason = refused[0]
+        raise PlanError(f"relation {rel.table}.{rel.column} -> {rel.parent}: {reason}")
     return validate(resolved)
 
 
@@ -170,7 +175,9 @@ def complete(cur: Any, plan: Plan) -> Plan:
     _require_schemas(cur, plan)
     keys = primary_keys(cur, plan)
     tables = tuple(_completed(cur, plan.where(t.name), t, keys) for t in plan.tables)
-    return replace(plan, tables=tables)
+    # Compared as they will be compared (a relation refused is still checked, under the
+    # parent's collation, rather than not at all).
+    return compare_as_foreign_keys(cur, replace(plan, tables=tables))[0]
 
 
 def _completed(cur: Any, where: tuple[str, str], table: Table, keys: dict) -> Table:

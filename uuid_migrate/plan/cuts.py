@@ -50,10 +50,15 @@ class Cut:
         return sql.SQL(", ").join(self._refs(alias))
 
     def row_id(self, alias: sql.Composable) -> sql.Composed:
-        """A row's id as text: its key, or its key's values as a JSON array."""
+        """A row's id as text: its key, or its key's values as a JSON array.
+
+        Under the database's default collation, deterministic, like the text columns it is
+        compared with (`id_mappings.old_id`, the error records' ids): the id matches its
+        exact text, never one merely equal under the key's own (say case-insensitive) one.
+        """
         refs = self._refs(alias)
         if not self.composite:
-            return sql.SQL("{}::text").format(refs[0])
+            return sql.SQL('({}::text COLLATE pg_catalog."default")').format(refs[0])
         texts = sql.SQL(", ").join(sql.SQL("{}::text").format(r) for r in refs)
         return sql.SQL("json_build_array({})::text").format(texts)
 

@@ -10,12 +10,14 @@ with why, so `plan`, `validate` and `run` can say so before anything changes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError
 from uuid_migrate.identifiers import LEDGER_SCHEMA
+from uuid_migrate.plan.collations import compare_as_foreign_keys
 from uuid_migrate.plan.found import SYSTEM_SCHEMAS, Found, Scope, Where
-from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Skipped, Table, validate
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, Relation, Skipped, Table, validate
 from uuid_migrate.plan.naming import distinct_reference_columns
 from uuid_migrate.plan.references import relations_and_children
 
@@ -88,7 +90,32 @@ def discover(
         tuple(distinct_reference_columns(relations)),
         skipped=tuple(skipped),
     )
-    return validate(plan)
+    return validate(_without(*compare_as_foreign_keys(cur, plan)))
+
+
+def _without(plan: Plan, refused: list[tuple[Relation, str]]) -> Plan:
+    """The plan less the references that cannot be compared as their foreign keys compare,
+    listed as skipped with the reason, and less the tables they leave with nothing to do."""
+    if not refused:
+        return plan
+    gone = {(rel.table, rel.column) for rel, _ in refused}
+    relations = tuple(r for r in plan.relations if (r.table, r.column) not in gone)
+    busy = {r.table for r in relations}
+    skipped = tuple(
+        Skipped("foreign_key", f"{_column(plan, rel.table, rel.column)} -> "
+                f"{_column(plan, rel.parent, plan.parent_column(rel))}", reason)
+        for rel, reason in refused
+    )  # fmt: skip
+    return replace(
+        plan,
+        tables=tuple(t for t in plan.tables if t.migrate or t.name in busy),
+        relations=relations,
+        skipped=plan.skipped + skipped,
+    )
+
+
+def _column(plan: Plan, table: str, column: str) -> str:
+    return f"{'.'.join(plan.where(table))}({column})"
 
 
 def _found_tables(cur: Any) -> list[Found]:

@@ -81,10 +81,23 @@ class Relation:
     uuid_column: str = ""
     declared: bool = True
     parent_column: str = ""
+    #: The referenced column's collation, `schema.name`, when the referencing column has
+    #: another: the reference is compared under it, as PostgreSQL's foreign keys do (filled
+    #: from the catalog by `plan.collations`; empty when both columns agree).
+    collation: str = ""
 
     def __post_init__(self) -> None:
         if not self.uuid_column:
             object.__setattr__(self, "uuid_column", reference_uuid_column(self.column))
+
+    def compared(self, value: sql.Composable) -> sql.Composable:
+        """The child's reference `value` as every comparison with the parent's column takes
+        it: under the referenced column's collation (two collations side by side would leave
+        PostgreSQL unable to choose one, and the foreign key's equality is the parent's)."""
+        if not self.collation:
+            return value
+        schema, _, name = self.collation.partition(".")
+        return sql.SQL("({}) COLLATE {}").format(value, sql.Identifier(schema, name))
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,8 @@ def _relation_dict(rel: Relation) -> dict[str, Any]:
         out["parent_column"] = rel.parent_column
     if not rel.declared:
         out["declared"] = False
+    if rel.collation:
+        out["collation"] = rel.collation
     return out
 
 
@@ -133,4 +135,5 @@ def _relation_from(data: dict[str, Any], names: dict[str, str]) -> Relation:
         uuid_column=str(data.get("uuid_column", "")),
         declared=bool(data.get("declared", True)),
         parent_column=str(data.get("parent_column", "")),
+        collation=str(data.get("collation", "")),
     )

@@ -102,9 +102,10 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
     names = table_names(plan, rel.table)
     source = sql.SQL(
         "{t} AS {c} WHERE {c}.{col} IS NOT NULL AND NOT EXISTS "
-        "(SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col})"
+        "(SELECT 1 FROM {parent} AS p WHERE p.{pk} = {value})"
     ).format(
         col=sql.Identifier(rel.column),
+        value=rel.compared(sql.SQL("{}.{}").format(names["c"], sql.Identifier(rel.column))),
         parent=plan.qualified(rel.parent),
         pk=sql.Identifier(plan.parent_column(rel)),
         **names,

@@ -14,7 +14,7 @@ from psycopg2 import sql
 from uuid_migrate.ledger import error_records, figures
 from uuid_migrate.plan.model import Plan, Relation
 from uuid_migrate.schema.steps import AddColumn, same_type, uuid_index
-from uuid_migrate.verification.check_sql import offending, table_names
+from uuid_migrate.verification.check_sql import ROW, offending, table_names
 from uuid_migrate.verification.report import CheckResult, verdict
 
 
@@ -40,7 +40,7 @@ def mappings_agree(cur: Any, plan: Plan, table: str) -> CheckResult:
     """Rows whose id_mappings row is missing or names another UUID (or none where one is set)."""
     names = table_names(plan, table)
     source = sql.SQL(
-        "{t} AS {c} LEFT JOIN {m} AS mp ON mp.table_name = %s AND mp.old_id = {c}.{k}::text "
+        "{t} AS {c} LEFT JOIN {m} AS mp ON mp.table_name = %s AND mp.old_id = {row} "
         "WHERE mp.new_id IS DISTINCT FROM {c}.{u}"
     ).format(**names)
     found, sample = offending(cur, source, sql.SQL("{c}.{k}").format(**names), (table,))
@@ -54,7 +54,7 @@ def mappings_one_per_row(cur: Any, plan: Plan, table: str, rows: int) -> CheckRe
     mapped = int(cur.fetchone()[0])
     source = sql.SQL(
         "{m} AS mp WHERE mp.table_name = %s AND NOT EXISTS "
-        "(SELECT 1 FROM {t} AS {c} WHERE {c}.{k}::text = mp.old_id)"
+        "(SELECT 1 FROM {t} AS {c} WHERE {row} = mp.old_id)"
     ).format(**names)
     _, sample = offending(cur, source, sql.SQL("mp.old_id"), (table,)) if mapped != rows else (0, [])
     return verdict("id_mappings_one_per_row", table, rows, mapped, sample)
@@ -64,7 +64,7 @@ def references_translated(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
     """Every `<ref>_uuid_id` equals its parent's `uuid_id`; NULL exactly where no parent exists."""
     names = table_names(plan, rel.table)
     source = sql.SQL(
-        "{t} AS {c} LEFT JOIN {parent} AS p ON p.{pk} = {c}.{col} "
+        "{t} AS {c} LEFT JOIN {parent} AS p ON p.{pk} = {value} "
         "WHERE {c}.{target} IS DISTINCT FROM p.{u}"
     ).format(**_relation_names(plan, rel), **names)
     found, sample = offending(cur, source, names["row"])
@@ -76,7 +76,7 @@ def orphans_recorded(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
     names = table_names(plan, rel.table)
     source = sql.SQL(
         "{t} AS {c} WHERE {c}.{col} IS NOT NULL "
-        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{pk} = {c}.{col}) "
+        "AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE p.{pk} = {value}) "
         "AND NOT {recorded}"
     ).format(
         recorded=error_records.recorded_for(names["row"]),
@@ -117,4 +117,6 @@ def _relation_names(plan: Plan, rel: Relation) -> dict[str, sql.Composable]:
         "target": sql.Identifier(rel.uuid_column),
         "parent": plan.qualified(rel.parent),
         "pk": sql.Identifier(plan.parent_column(rel)),
+        # The reference as the parent's column compares it (its collation).
+        "value": rel.compared(sql.SQL("{}.{}").format(ROW, sql.Identifier(rel.column))),
     }
