@@ -49,6 +49,17 @@ def recorded_for(row_id: sql.Composable) -> sql.Composed:
     ).format(errors=ERRORS_TABLE, row_id=row_id)
 
 
+def table_failures(cur: Any, run_id: str) -> list[str]:
+    """The run's errors that belong to a whole table (no row): a unique index that could
+    not be built. Oldest first."""
+    cur.execute(
+        "SELECT error FROM uuid_migration.errors WHERE run_id = %s AND row_id IS NULL "
+        "ORDER BY id",
+        (run_id,),
+    )
+    return [row[0] for row in cur.fetchall()]
+
+
 def count_of_table(cur: Any, table: str) -> int:
     """How many errors the table has recorded (an index-only count)."""
     cur.execute("SELECT count(*) FROM uuid_migration.errors WHERE table_name = %s", (table,))

@@ -16,15 +16,17 @@ from typing import Any
 import psycopg2
 import redis
 
+from uuid_migrate import retrying
 from uuid_migrate.execution.attempt import BatchOutcome, plan_of_run
-from uuid_migrate.ledger import batches, runs, stages
+from uuid_migrate.ledger import batches, error_records, runs, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.plan.stages import BACKFILL
 from uuid_migrate.progression import checkpoint, outcomes
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next
-from uuid_migrate.schema.apply import apply_step
+from uuid_migrate.schema.apply import apply_step, discard_failed_build
 from uuid_migrate.schema.steps import uuid_index
+from uuid_migrate.verification import post_checks
 from uuid_migrate.verification.validation import validate_run
 
 ConnFactory = Callable[[], Any]
@@ -85,7 +87,10 @@ def after_page(
         return Next()  # a batch is still out (a redelivery); its own page callback will close
     plan, stage_map = known
     if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
-        build_unique_index(index_conn, run_id, uuid_index(plan, stage_map[stage].table))
+        table = stage_map[stage].table
+        failure = build_unique_index(index_conn, run_id, uuid_index(plan, table))
+        if failure:
+            outcome = _index_failed(conn, run_id, plan, table, failure)
     return close_stage(conn, progress, run_id, stage, outcome, page_size)
 
 
@@ -161,13 +166,32 @@ def resume(conn: Any, progress: Progress | None, run_id: str, page_size: int) ->
     return nxt
 
 
-def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> None:
-    """The table's unique index on `uuid_id`, through the one path of every schema step."""
+def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> str | None:
+    """The table's unique index on `uuid_id`, through the one path of every schema step; the
+    reason when the values are not unique (the build's leftovers dropped: that never clears
+    by trying again, so it is not retried)."""
     conn = index_conn()
     try:
         apply_step(conn, run_id, index, lock_timeout_ms=0)
+        return None
+    except psycopg2.IntegrityError as exc:
+        discard_failed_build(conn, index)
+        return retrying.one_line(exc)
     finally:
         conn.close()
+
+
+def _index_failed(conn: Any, run_id: str, plan: Any, table: str, failure: str) -> StageStatus:
+    """The stage fails with an error record naming the rows that share a uuid_id."""
+    with conn.cursor() as cur:
+        shared = post_checks.uuid_unique(cur, plan, table)
+        message = (
+            f"cannot build the unique index on {table}.uuid_id: {shared.actual} rows share "
+            f"a uuid_id (ids {', '.join(shared.sample)}): {failure}"
+        )
+        error_records.record(cur, run_id, table, None, message, {"ids": shared.sample})
+    conn.commit()
+    return StageStatus.FAILED
 
 
 def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:

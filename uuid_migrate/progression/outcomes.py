@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uuid_migrate.ledger import batches, figures, runs, stages
+from uuid_migrate.ledger import batches, error_records, figures, runs, stages
 from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus, StageStatus
 from uuid_migrate.progression.work import Page
 
@@ -77,4 +77,6 @@ def settle_failed_run(cur: Any, run_id: str) -> bool:
             held.add(row["stage"])
     if any(s == StageStatus.PENDING and name not in held for name, s in status.items()):
         return False  # some pending stage can still run
-    return runs.fail(cur, run_id, "a stage failed; dependent stages held")
+    failures = error_records.table_failures(cur, run_id)
+    reason = f" ({failures[-1]})" if failures else ""
+    return runs.fail(cur, run_id, f"a stage failed{reason}; dependent stages held")

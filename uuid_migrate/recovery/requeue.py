@@ -12,9 +12,9 @@ from typing import Any
 
 from uuid_migrate.errors import RunStateError
 from uuid_migrate.execution import heartbeat
-from uuid_migrate.ledger import batches, runs, stages
+from uuid_migrate.ledger import batches, figures, runs, stages
 from uuid_migrate.ledger.batches import Batch
-from uuid_migrate.ledger.states import BatchStatus, RunStatus
+from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.progression.advance import publish_checkpoints
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next, Page
@@ -60,6 +60,20 @@ def reopen(cur: Any, run_id: str, chosen: list[Batch], stale_after_s: float) -> 
     return Next(retries=pages)
 
 
+def _reopen_finished_failed(cur: Any, run_id: str, table: str | None) -> list[Page]:
+    """Failed stages whose batches all finished (their unique index could not be built):
+    reopened with an empty page, whose callback closes the stage and builds it again."""
+    names = [
+        row["stage"]
+        for row in stages.stages(cur, run_id)
+        if row["status"] == StageStatus.FAILED
+        and (table is None or row["table"] == table)
+        and not figures.batch_counts(cur, run_id, row["stage"]).get(BatchStatus.FAILED)
+    ]
+    stages.reopen(cur, run_id, names)
+    return [Page(run_id, name, 0, ()) for name in names]
+
+
 def retry(
     conn: Any,
     redis_conn: Any,
@@ -88,6 +102,7 @@ def retry(
         # Reopens a failed run even with nothing chosen (e.g. stopped by the breaker between
         # pages): the reconciler goes on from the ledger, or fails it again if nothing can move.
         nxt = reopen(cur, run["run_id"], chosen, stale_after_s)
+        nxt.retries.extend(_reopen_finished_failed(cur, run["run_id"], table))
     conn.commit()
     reopened = {p.stage for p in nxt.retries}
     publish_checkpoints(conn, Progress(redis_conn, run["run_id"]), run["run_id"], reopened)

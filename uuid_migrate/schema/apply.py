@@ -119,6 +119,14 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
     return applied
 
 
+def discard_failed_build(conn: Any, index: UniqueIndex | PartitionedUniqueIndex) -> None:
+    """Drop what a failed concurrent build left (an invalid index, a partition's index not
+    attached): the build is not recorded, so nothing else would ever drop it."""
+    with _autocommit(conn), conn.cursor() as cur, advisory_lock(cur, index.lock_key()):
+        for statement in index.leftovers(cur):
+            cur.execute(statement)
+
+
 @contextlib.contextmanager
 def _autocommit(conn: Any) -> Iterator[None]:
     """The connection in autocommit for a while (it must be idle), then as it was."""

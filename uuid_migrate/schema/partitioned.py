@@ -158,6 +158,18 @@ class PartitionedUniqueIndex:
         """The advisory lock held while the index is built, or looked at by a rollback."""
         return zlib.crc32(f"uuid_migrate:index:{self.schema}.{self.name}".encode())
 
+    def leftovers(self, cur: Any) -> list[sql.Composed]:
+        """What a failed build left (a partitioned table's indexes first, top down, then the
+        leaves' unattached ones, concurrently), to drop: nothing invalid stays behind."""
+        nodes = list(reversed(self.tree(cur)))
+        out = []
+        for node in sorted(nodes, key=lambda n: n.leaf):  # stable: top-down within each kind
+            index = self.index_of(node.schema, node.name)
+            if index_validity(cur, node.schema, index) is not None:
+                drop = "DROP INDEX CONCURRENTLY IF EXISTS {}" if node.leaf else "DROP INDEX IF EXISTS {}"
+                out.append(sql.SQL(drop).format(qualified(node.schema, index)))
+        return out
+
     def reverse(self) -> sql.Composed:
         """A partitioned index is never dropped concurrently; dropping it drops the
         partitions' indexes attached to it."""

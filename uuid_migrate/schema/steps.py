@@ -139,6 +139,10 @@ class UniqueIndex:
         """The advisory lock held while the index is built, or looked at by a rollback."""
         return zlib.crc32(f"uuid_migrate:index:{self.schema}.{self.name}".encode())
 
+    def leftovers(self, cur: Any) -> list[sql.Composed]:
+        """The invalid index a failed concurrent build leaves, to drop."""
+        return [self.reverse()] if self.validity(cur) is False else []
+
     def reverse(self) -> sql.Composed:
         return sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
             qualified(self.schema, self.name)
