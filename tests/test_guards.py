@@ -205,3 +205,16 @@ def test_a_role_that_does_not_own_the_tables_is_told_so_before_any_change(app, s
 
     assert "users: this role does not own it" in str(refused.value)
     assert database_dump(app, settings.database_url) == before and table_checksum(app, "users") == checksum
+
+
+def test_a_trigger_enabled_always_fires_even_when_silenced_so_it_is_refused_by_name(app, settings):
+    with app.cursor() as cur:
+        cur.execute("ALTER TABLE users ENABLE ALWAYS TRIGGER users_audit")
+    before = database_dump(app, settings.database_url)
+
+    with pytest.raises(PlanError) as refused:
+        commands.run(settings, workers=1, out=io.StringIO())
+
+    assert "trigger users_audit is enabled ALWAYS or REPLICA" in str(refused.value)
+    assert "users_touch" not in str(refused.value)  # silenced: not in the way
+    assert database_dump(app, settings.database_url) == before

@@ -57,7 +57,9 @@ def test_a_uuid_id_shared_by_two_rows_fails_the_table_with_their_ids_and_leaves_
     assert scalar(conn, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
     assert scalar(conn, "SELECT to_regclass('users_uuid_id_key') IS NULL")
     shown = status_command.status(settings)
-    assert "u1, u2" in shown["run"]["message"]
+    assert "u1, u2" in shown["message"]
+    users = next(t for t in shown["tables"] if t["table"] == "users")
+    assert users["status"] == "failed"
     report = validate_command.validate(settings)
     shared = next(c for c in report["checks"] if c["name"] == "uuid_unique")
     assert shared["status"] == "failed" and shared["sample"] == ["u1", "u2"]
