@@ -25,8 +25,7 @@ CREATE TABLE IF NOT EXISTS uuid_migration.generated_values (
 
 
 def ensure(cur: Any) -> None:
-    cur.execute("SELECT to_regclass('uuid_migration.generated_values') IS NOT NULL")
-    if not cur.fetchone()[0]:
+    if not _exists(cur):
         cur.execute(CREATE_SQL)
 
 
