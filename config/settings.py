@@ -37,6 +37,10 @@ DEFAULT_RECONCILE_INTERVAL_S = 30
 #: `--workers` above this many per CPU is refused: beyond the cores they only queue in
 #: PostgreSQL (README, Scale workers), and a typo such as 400 would fork a process storm.
 LOCAL_WORKERS_PER_CPU = 4
+#: Health thresholds of the throttle (README, Migrating while the application writes); 0: off.
+DEFAULT_THROTTLE_REPLICATION_LAG_S = 1.5
+DEFAULT_THROTTLE_OLDEST_TRANSACTION_S = 300.0
+DEFAULT_THROTTLE_WAL_MB_PER_S = 0.0
 #: Set by `--workers` in each local worker's environment: the producer it must not outlive.
 PRODUCER_PID_VARIABLE = "UUID_MIGRATE_PRODUCER_PID"
 
@@ -60,6 +64,9 @@ ENVIRONMENT = {
     "MIN_SPLIT_ROWS": "min_split_rows",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
     "MAX_LOCAL_WORKERS": "max_local_workers",
+    "THROTTLE_REPLICATION_LAG_S": "throttle_replication_lag_s",
+    "THROTTLE_OLDEST_TRANSACTION_S": "throttle_oldest_transaction_s",
+    "THROTTLE_WAL_MB_PER_S": "throttle_wal_mb_per_s",
 }
 
 
@@ -90,6 +97,9 @@ class Settings:
     min_split_rows: int = DEFAULT_MIN_SPLIT_ROWS
     reconcile_interval_s: int = DEFAULT_RECONCILE_INTERVAL_S
     max_local_workers: int = field(default_factory=default_max_local_workers)
+    throttle_replication_lag_s: float = DEFAULT_THROTTLE_REPLICATION_LAG_S
+    throttle_oldest_transaction_s: float = DEFAULT_THROTTLE_OLDEST_TRANSACTION_S
+    throttle_wal_mb_per_s: float = DEFAULT_THROTTLE_WAL_MB_PER_S
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -124,6 +134,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         flower_basic_auth=_basic_auth(env.get("FLOWER_BASIC_AUTH") or None),
         max_local_workers=_positive_int(env, "MAX_LOCAL_WORKERS", default_max_local_workers()),
         **_recovery_settings(env),
+        **_throttle_settings(env),
     )
 
 
@@ -171,6 +182,32 @@ def _recovery_settings(env: Mapping[str, str]) -> dict[str, int]:
             env, "RECONCILE_INTERVAL_S", DEFAULT_RECONCILE_INTERVAL_S
         ),
     }
+
+
+def _throttle_settings(env: Mapping[str, str]) -> dict[str, float]:
+    return {
+        "throttle_replication_lag_s": _seconds(
+            env, "THROTTLE_REPLICATION_LAG_S", DEFAULT_THROTTLE_REPLICATION_LAG_S
+        ),
+        "throttle_oldest_transaction_s": _seconds(
+            env, "THROTTLE_OLDEST_TRANSACTION_S", DEFAULT_THROTTLE_OLDEST_TRANSACTION_S
+        ),
+        "throttle_wal_mb_per_s": _seconds(env, "THROTTLE_WAL_MB_PER_S", DEFAULT_THROTTLE_WAL_MB_PER_S),
+    }
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A non-negative number, fractions allowed (0 turns the signal off)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise ConfigError(f"{name} must not be negative, got {raw}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

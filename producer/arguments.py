@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="plan (or resume) a run and enqueue its batches")
     _plan_options(p)
     p.add_argument(
+        "--max-rows-per-second",
+        type=_whole,
+        metavar="N",
+        help="one row budget for the whole run, shared by every worker (0: none; a resumed "
+        "run keeps its budget unless given)",
+    )
+    p.add_argument(
         "--allow-triggers",
         action="store_true",
         help="let the application's triggers fire on the migration's writes where this role "
@@ -176,6 +183,16 @@ def _schema_list(text: str) -> tuple[str, ...]:
     if not all(names):
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of schemas")
     return names
+
+
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
 
 
 def _positive(text: str) -> int:

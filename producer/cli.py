@@ -58,6 +58,7 @@ def dispatch(args: argparse.Namespace) -> int:
         result = commands.run(
             settings, args.plan, args.schema, args.workers, args.wait,
             worker_logs=args.worker_logs, allow_triggers=args.allow_triggers,
+            max_rows_per_second=args.max_rows_per_second,
         )
         return output.report_run(result)
     if args.command == "retry":

@@ -23,7 +23,7 @@ from uuid_migrate.plan import catalog, discovery, plan_file
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.progression import advance
 from uuid_migrate.progression.live import Progress
-from uuid_migrate.redis_store import client
+from uuid_migrate.redis_store import client, throttled
 from worker import dispatch, reconciling
 
 
@@ -69,6 +69,7 @@ def run(
     out: TextIO = sys.stdout,
     worker_logs: Path | None = None,
     allow_triggers: bool = False,
+    max_rows_per_second: int | None = None,
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait.
 
@@ -82,6 +83,8 @@ def run(
         with db.connection(settings.require_database()) as conn:
             _lock_producer(conn)
             run_id, resumed = _prepare(conn, settings, plan_file, schemas, out, allow_triggers)
+            if max_rows_per_second is not None:
+                planner.set_budget(conn, run_id, max_rows_per_second)
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
             local = start_local(settings, workers, out, worker_logs)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
@@ -157,6 +160,7 @@ def watch(
             reconcile=reconcile,
             reconnect=lambda: db.connect(url),
             reconcile_every_s=settings.reconcile_interval_s,
+            throttled=lambda: throttled(redis_conn, run_id),
         )
     finally:
         conn.close()

@@ -52,6 +52,10 @@ def print_status(status: dict[str, Any], as_json: bool) -> int:
         f"run {status['run']}: {status['status']}"
         + (f" ({status['message']})" if status["message"] else "")
     )
+    if status.get("maxRowsPerSecond"):
+        print(f"  budget: at most {status['maxRowsPerSecond']:,} rows/s")
+    if status.get("throttled"):
+        print(f"  throttled: {status['throttled']}")
     for cp in status["tables"]:
         print(
             f"  {cp['stage']:<28} {cp['status']:<12} {cp['processedCount']:>12,}/{cp['totalCount']:<12,} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from uuid_migrate.errors import PlanError, RunStateError
-from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables
+from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables, throttles
 from uuid_migrate.ledger.added_mappings import SNAPSHOT_NAME
 from uuid_migrate.plan.cuts import cut_of
 from uuid_migrate.plan.keywalk import walk_ranges
@@ -40,6 +40,13 @@ def check_before_any_change(cur: Any, plan: Plan, allow_triggers: bool = False) 
     refused = guards.refusal(guards.obstacles(cur, plan, allow_triggers))
     if refused:
         raise PlanError(refused)
+
+
+def set_budget(conn: Any, run_id: str, rows_per_second: int) -> None:
+    """The run's row budget from now on, for every worker (0: none)."""
+    with conn.cursor() as cur:
+        throttles.set_rate(cur, run_id, rows_per_second)
+    conn.commit()
 
 
 def live_home(cur: Any) -> str | None:

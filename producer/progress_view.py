@@ -46,6 +46,7 @@ class RunProgress:
     queue: str  # the broker queue name
     idle_s: float | None  # since a worker last took (claimed) a batch; None if none ever was
     work_waiting: bool  # batches sent but not yet taken
+    throttled: str | None = None  # why workers wait between batches now, if they do
 
 
 def clock_text(seconds: float) -> str:
@@ -158,6 +159,8 @@ def render(progress: RunProgress) -> list[str]:
     warning = idle_warning(progress)
     if warning:
         lines.append(warning)
+    if progress.throttled and progress.status == "running":
+        lines.append(f"throttled: {progress.throttled}")
     return lines
 
 

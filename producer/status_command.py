@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from config.settings import Settings
 from uuid_migrate import db
-from uuid_migrate.errors import RunStateError
-from uuid_migrate.ledger import reports, runs, stages
+from uuid_migrate.errors import ConnectionFailed, RunStateError
+from uuid_migrate.ledger import reports, runs, stages, throttles
 from uuid_migrate.progression import checkpoint
+from uuid_migrate.redis_store import client, throttled
 from uuid_migrate.timestamps import iso
 
 
@@ -23,8 +25,13 @@ def pick_run(cur: Any, run_id: str | None) -> dict[str, Any] | None:
 
 
 def status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
-    """The run's status, its checkpoint per stage and its newest validation report."""
-    return status_for_url(settings.require_database(), run_id)
+    """The run's status, its checkpoint per stage and its newest validation report, and why
+    its workers are throttled now, if they are."""
+    found = status_for_url(settings.require_database(), run_id)
+    if found["run"] is not None:
+        with contextlib.suppress(ConnectionFailed):  # Redis away: nothing to say
+            found["throttled"] = throttled(client(settings.redis_url), found["run"])
+    return found
 
 
 def status_for_url(url: str, run_id: str | None = None) -> dict[str, Any]:
@@ -35,6 +42,7 @@ def status_for_url(url: str, run_id: str | None = None) -> dict[str, Any]:
         run_id = run["run_id"]
         checkpoints = [checkpoint.build(cur, run_id, s) for s in stages.stages(cur, run_id)]
         report = reports.latest(cur, run_id)
+        budget = throttles.rate_of(cur, run_id)
     paused = runs.is_active(run) and run["paused"]
     return {
         "run": run_id,
@@ -44,6 +52,8 @@ def status_for_url(url: str, run_id: str | None = None) -> dict[str, Any]:
         "finishedAt": iso(run["finished_at"]),
         "tables": checkpoints,
         "validation": report,
+        "maxRowsPerSecond": budget or None,
+        "throttled": None,
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -64,6 +65,7 @@ def wait_for_run(
     reconcile: Callable[[Any], None] | None = None,
     reconnect: Callable[[], Any] | None = None,
     reconcile_every_s: float = 30.0,
+    throttled: Callable[[], str | None] | None = None,
 ) -> str:
     """Show progress until the run ends; returns its final status.
 
@@ -81,6 +83,8 @@ def wait_for_run(
             with conn.cursor() as cur:
                 progress = read_progress(cur, run_id, queue)
             conn.commit()
+            if throttled:
+                progress = replace(progress, throttled=throttled())
         except _LOST:
             if reconnect is None:
                 raise

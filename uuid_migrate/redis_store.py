@@ -47,6 +47,25 @@ def heartbeat_pattern(run_id: str) -> str:
     return run_key(run_id, "heartbeat", "*")
 
 
+def throttled_key(run_id: str) -> str:
+    """Why the run's workers wait between batches now; expires soon after they stop."""
+    return run_key(run_id, "throttled")
+
+
+def budget_key(run_id: str) -> str:
+    """The run's row budget's virtual clock (ms), shared by every worker."""
+    return run_key(run_id, "budget")
+
+
+def throttled(conn: redis.Redis, run_id: str) -> str | None:
+    """The reason in `throttled_key`, or None (also when Redis cannot say)."""
+    try:
+        value = conn.get(throttled_key(run_id))
+    except redis.RedisError:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def reconciler_key(run_id: str) -> str:
     """Taken (SET NX) by whoever schedules the run's next reconciler pass."""
     return run_key(run_id, "reconciler")

@@ -14,6 +14,7 @@ import redis
 
 from config.settings import Settings
 from uuid_migrate import db
+from uuid_migrate.execution.throttle import Limits, Throttle
 from uuid_migrate.redis_store import client
 
 _state: dict[str, Any] = {}
@@ -37,6 +38,18 @@ def redis_client(settings: Settings) -> redis.Redis:
     if "redis" not in _state:
         _state["redis"] = client(settings.redis_url)
     return _state["redis"]
+
+
+def throttle(settings: Settings) -> Throttle:
+    """This process's brakes: kept across batches, for the health signals' last readings."""
+    if "throttle" not in _state:
+        limits = Limits(
+            replication_lag_s=settings.throttle_replication_lag_s,
+            oldest_transaction_s=settings.throttle_oldest_transaction_s,
+            wal_mb_per_s=settings.throttle_wal_mb_per_s,
+        )
+        _state["throttle"] = Throttle(redis_client(settings), limits)
+    return _state["throttle"]
 
 
 def worker_name() -> str:

@@ -92,6 +92,7 @@ def migrate_batch(
         worker=runtime.worker_name(),
         policy=POLICY,
         heartbeat=Heartbeat(_redis_or_none(), settings.heartbeat_timeout_s),
+        throttle=runtime.throttle(settings),
     )
     outcomes = batch_run.run_batch(ctx, run_id, stage, batch_no)
     _after_batches(run_id, outcomes)

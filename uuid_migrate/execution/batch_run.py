@@ -20,7 +20,8 @@ from uuid_migrate.execution import attempt as batch
 from uuid_migrate.execution import split
 from uuid_migrate.execution.attempt import BatchOutcome
 from uuid_migrate.execution.heartbeat import Heartbeat
-from uuid_migrate.ledger import runs, tables
+from uuid_migrate.execution.throttle import HEALTH_POLL_S, Throttle
+from uuid_migrate.ledger import batches, runs, tables
 from uuid_migrate.ledger.batches import Batch
 from uuid_migrate.ledger.states import ACTIVE_RUN_STATES, BatchStatus, RunStatus
 from uuid_migrate.plan.model import Plan
@@ -45,6 +46,8 @@ class Context:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(None, 1))
     sleep: Callable[[float], None] = time.sleep
+    #: The run's row budget and the database's health, between batches (None: no brakes).
+    throttle: Throttle | None = None
 
 
 def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list[BatchOutcome]:
@@ -66,10 +69,71 @@ def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list
         return [BatchOutcome(run_id, stage_name, stage.table, batch_no, "cancelled")]
     outcomes, todo = [], [batch_no]
     while todo:
+        if not _rest_while_unhealthy(ctx, run_id):
+            outcomes.append(BatchOutcome(run_id, stage_name, stage.table, todo[0], "cancelled"))
+            break
+        booked = _book_budget(ctx, run_id, stage_name, todo[0])
         outcome, halves = _one_batch(ctx, plan, stage, run_id, todo.pop(0))
         outcomes.append(outcome)
         todo += halves
+        _settle_budget(ctx, run_id, booked, outcome)
     return outcomes
+
+
+def _rest_while_unhealthy(ctx: Context, run_id: str) -> bool:
+    """Wait, before claiming a batch, while the database is past a health threshold; False
+    when the run stopped meanwhile. An unreachable database is left to the batch's own path."""
+    while ctx.throttle is not None:
+        try:
+            conn = ctx.connect()
+            with conn.cursor() as cur:
+                reason = ctx.throttle.reason(cur)
+                status = runs.run_state(cur, run_id)[0] if reason else RunStatus.RUNNING
+            conn.commit()
+        except _DB_ERRORS:
+            ctx.reset()
+            return True
+        if reason is None:
+            return True
+        if status != RunStatus.RUNNING:
+            return False
+        ctx.throttle.show(run_id, reason)
+        ctx.sleep(HEALTH_POLL_S)
+    return True
+
+
+def _book_budget(ctx: Context, run_id: str, stage: str, batch_no: int) -> int:
+    """Book the batch's planned rows in the run's budget and wait as long as it asks, before
+    the batch is claimed; returns the rows booked."""
+    if ctx.throttle is None:
+        return 0
+    try:
+        conn = ctx.connect()
+        with conn.cursor() as cur:
+            rows = 0
+            if ctx.throttle.budget(cur, run_id):
+                rows = batches.planned_rows(cur, run_id, stage, batch_no)
+            wait = ctx.throttle.book(cur, run_id, rows)
+        conn.commit()
+    except _DB_ERRORS:
+        ctx.reset()
+        return 0
+    if wait:
+        ctx.sleep(wait)
+    return rows
+
+
+def _settle_budget(ctx: Context, run_id: str, booked: int, outcome: BatchOutcome) -> None:
+    """The budget corrected by the rows the batch wrote (none for one done already)."""
+    if ctx.throttle is None or not booked:
+        return
+    try:
+        conn = ctx.connect()
+        with conn.cursor() as cur:
+            ctx.throttle.settle(cur, run_id, booked, outcome.rows)
+        conn.commit()
+    except _DB_ERRORS:
+        ctx.reset()
 
 
 def _one_batch(

@@ -80,6 +80,15 @@ def lock(cur: Any, run_id: str, stage: str, batch_no: int) -> Batch | None:
     return found[0] if found else None
 
 
+def planned_rows(cur: Any, run_id: str, stage: str, batch_no: int) -> int:
+    """The rows the batch held when it was planned (0 if it is not known), unlocked."""
+    cur.execute(
+        f"SELECT planned_rows FROM uuid_migration.batches {_WHERE_BATCH}", (run_id, stage, batch_no)
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 def lock_with_planned_rows(
     cur: Any, run_id: str, stage: str, batch_no: int
 ) -> tuple[Batch, int] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from uuid_migrate.identifiers import LEDGER_SCHEMA
-from uuid_migrate.ledger import generated_values
+from uuid_migrate.ledger import generated_values, throttles
 
 __all__ = ["LEDGER_SCHEMA", "ensure_schema", "ensure_worker_parts", "ledger_exists", "table_exists"]
 
@@ -178,6 +178,7 @@ def ensure_worker_parts(cur: Any) -> None:
     older version lacks; workers call this too, so they can take over such a run."""
     ensure_step_order(cur)
     generated_values.ensure(cur)
+    throttles.ensure(cur)
     if not table_exists(cur, "added_mappings"):
         cur.execute(_ADDED_MAPPINGS_SQL)
 

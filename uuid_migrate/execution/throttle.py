@@ -1,0 +1,148 @@
+"""Keeping the migration's load within what the database and the application can take.
+
+Two brakes, applied by every worker between batches:
+
+- **A row budget for the whole run** (`max_rows_per_second`, kept in the ledger), shared by
+  every worker on every machine through one Redis key: a virtual clock (a generic cell rate
+  algorithm). Before a batch, its planned rows are booked: the batch may start when the clock
+  says, and moves it forward by rows / budget; afterwards the clock is corrected by the rows
+  it really wrote. By any moment t, the run has then written at most budget x t rows, plus one
+  batch, whatever the number of workers.
+- **The database's health**, looked at before each batch (at most once a second per worker):
+  replication lag of any standby, a transaction open for long (it holds back cleanup: every
+  row the migration rewrites then stays as a dead version), the rate of WAL written. While one
+  is past its threshold the worker waits, its next batch not yet claimed.
+
+While a worker waits, `status` and the progress display show `throttled: <reason>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from uuid_migrate.ledger import throttles
+from uuid_migrate.redis_store import budget_key, throttled_key
+
+#: How long a worker trusts what it read: the budget, the health signals.
+RATE_READ_EVERY_S = 5.0
+HEALTH_READ_EVERY_S = 1.0
+#: A worker waiting on the database looks again this often.
+HEALTH_POLL_S = 1.0
+#: `throttled` in Redis outlives its last refresh by this much.
+SHOWN_FOR_S = 5
+
+#: The budget's virtual clock (ms since the epoch, Redis's own clock). ARGV[1]: the cost of
+#: a batch to book (ms); ARGV[2]: 1 to book it (it starts at the clock, or now if later), 0 to
+#: correct the clock by it (negative: a batch wrote fewer rows than booked). Returns how long
+#: to wait before starting (ms).
+_BOOK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local clock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local starts = clock
+if ARGV[2] == '1' and clock < now then starts = now end
+clock = starts + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], clock, 'PX', math.max(60000, math.floor(clock - now) + 60000))
+return math.max(0, math.floor(starts - now))
+"""
+
+_HEALTH = """
+SELECT (SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication),
+       (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)
+        FROM pg_stat_activity
+        WHERE (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL) AND pid <> pg_backend_pid()
+          AND application_name IS DISTINCT FROM current_setting('application_name')),
+       pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The health thresholds; 0 turns a signal off."""
+
+    replication_lag_s: float = 1.5
+    oldest_transaction_s: float = 300.0
+    wal_mb_per_s: float = 0.0
+
+
+class Throttle:
+    """One worker's view of the run's budget and of the database's health."""
+
+    def __init__(
+        self, redis_conn: redis.Redis | None, limits: Limits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.redis = redis_conn
+        self.limits = limits
+        self.clock = clock
+        self._rates: dict[str, tuple[int, float]] = {}
+        self._health: tuple[str | None, float] = (None, float("-inf"))
+        self._wal: tuple[float, float] | None = None
+
+    def book(self, cur: Any, run_id: str, rows: int) -> float:
+        """Book a batch of `rows` planned rows: the seconds to wait before it starts (0
+        without a budget, or without Redis)."""
+        rate = self.budget(cur, run_id)
+        if not rate or not rows or self.redis is None:
+            return 0.0
+        try:
+            wait_ms = self.redis.eval(_BOOK, 1, budget_key(run_id), rows * 1000.0 / rate, "1")
+        except redis.RedisError:
+            return rows / rate  # alone, the budget is at least this worker's own share
+        if wait_ms >= 500:
+            self.show(run_id, f"max {rate:,} rows/s")
+        return float(wait_ms) / 1000
+
+    def settle(self, cur: Any, run_id: str, booked: int, written: int) -> None:
+        """Correct the clock by the rows a batch wrote beyond (or short of) its booking."""
+        rate = self.budget(cur, run_id)
+        if rate and written != booked and self.redis is not None:
+            with contextlib.suppress(redis.RedisError):
+                self.redis.eval(_BOOK, 1, budget_key(run_id), (written - booked) * 1000.0 / rate, "0")
+
+    def reason(self, cur: Any) -> str | None:
+        """Why the database needs a rest now, or None."""
+        reason, read_at = self._health
+        now = self.clock()
+        if now - read_at < HEALTH_READ_EVERY_S:
+            return reason
+        cur.execute(_HEALTH)
+        lag, oldest, wal = cur.fetchone()
+        reason = self._judge(float(lag), float(oldest), float(wal), now)
+        self._health = (reason, now)
+        return reason
+
+    def show(self, run_id: str, reason: str) -> None:
+        if self.redis is not None:
+            with contextlib.suppress(redis.RedisError):  # only the display misses it
+                self.redis.set(throttled_key(run_id), reason, ex=SHOWN_FOR_S)
+
+    def _judge(self, lag: float, oldest: float, wal_bytes: float, now: float) -> str | None:
+        limits = self.limits
+        if limits.replication_lag_s and lag > limits.replication_lag_s:
+            return f"replication lag {lag:.1f} s > {limits.replication_lag_s:g} s"
+        if limits.oldest_transaction_s and oldest > limits.oldest_transaction_s:
+            return (
+                f"a transaction open for {oldest:.0f} s > {limits.oldest_transaction_s:g} s "
+                "holds back cleanup"
+            )
+        previous, self._wal = self._wal, (wal_bytes, now)
+        if limits.wal_mb_per_s and previous and now > previous[1]:
+            rate = (wal_bytes - previous[0]) / (now - previous[1]) / 1e6
+            if rate > limits.wal_mb_per_s:
+                return f"WAL {rate:.1f} MB/s > {limits.wal_mb_per_s:g} MB/s"
+        return None
+
+    def budget(self, cur: Any, run_id: str) -> int:
+        """The run's rows per second (0: none), read again every few seconds."""
+        rate, read_at = self._rates.get(run_id, (0, float("-inf")))
+        if self.clock() - read_at >= RATE_READ_EVERY_S:
+            rate = throttles.rate_of(cur, run_id)
+            self._rates[run_id] = (rate, self.clock())
+        return rate

@@ -1,0 +1,40 @@
+"""A run's row budget (`--max-rows-per-second`), in the ledger so that every worker of the run,
+on every machine, reads the same one, and a resumed run can change it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+CREATE_SQL = """
+CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
+    run_id              text PRIMARY KEY,
+    max_rows_per_second integer NOT NULL CHECK (max_rows_per_second >= 0),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def ensure(cur: Any) -> None:
+    cur.execute("SELECT to_regclass('uuid_migration.throttles') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        cur.execute(CREATE_SQL)
+
+
+def set_rate(cur: Any, run_id: str, rows_per_second: int) -> None:
+    """The run's budget from now on (0: none)."""
+    cur.execute(
+        "INSERT INTO uuid_migration.throttles (run_id, max_rows_per_second) VALUES (%s, %s) "
+        "ON CONFLICT (run_id) DO UPDATE SET max_rows_per_second = EXCLUDED.max_rows_per_second, "
+        "updated_at = now()",
+        (run_id, rows_per_second),
+    )
+
+
+def rate_of(cur: Any, run_id: str) -> int:
+    """The run's budget in rows per second; 0 when it has none (or the ledger predates it)."""
+    cur.execute("SELECT to_regclass('uuid_migration.throttles') IS NOT NULL")
+    if not cur.fetchone()[0]:
+        return 0
+    cur.execute("SELECT max_rows_per_second FROM uuid_migration.throttles WHERE run_id = %s", (run_id,))
+    row = cur.fetchone()
+    return int(row[0]) if row else 0
