@@ -6,6 +6,7 @@ same run: DDL already applied is skipped, a stage whose planning was cut short i
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError, RunStateError
@@ -34,7 +35,7 @@ def check_before_any_change(cur: Any, plan: Plan, allow_triggers: bool = False) 
     """Refuse, before changing anything (the ledger included), what would make the migration
     wrong or stuck: columns in the way, triggers, row-level security, publications, privileges."""
     conflicts = target_conflicts(cur, plan, created_by_live_runs(cur))
-    conflicts += adoption.problems(cur, plan)
+    conflicts = conflicts or adoption.problems(cur, plan)  # values of a column of the right type
     if conflicts:
         raise PlanError(conflicts[0])
     refused = guards.refusal(guards.obstacles(cur, plan, allow_triggers))
@@ -66,11 +67,16 @@ def open_run(
         active = runs.latest_run(cur) if tables.ledger_exists(cur) else None
         if runs.is_active(active):
             stored = from_dict(active["plan"], stored=True)
-            if plan is not None and to_dict(plan) != to_dict(stored):
+            accepted = replace(plan, allow_user_triggers=stored.allow_user_triggers) if plan else None
+            if accepted is not None and to_dict(accepted) != to_dict(stored):
                 raise RunStateError(
                     f"run {active['run_id']} is still in progress with another plan; "
                     "let it finish (uuid-migrate run resumes it) before changing the plan"
                 )
+            # looked at again: a trigger, a policy or a privilege may have changed meanwhile
+            refused = guards.refusal(guards.obstacles(cur, stored, allow_triggers))
+            if refused:
+                raise PlanError(refused)
             conn.commit()
             return active["run_id"], stored, True
         if plan is None:
@@ -82,6 +88,8 @@ def open_run(
                 f"id_mappings in {home!r}: use schema = {home!r}, or roll them back first"
             )
         check_before_any_change(cur, plan, allow_triggers)
+        # accepted for the run, so its workers (also under another role) act on it
+        plan = replace(plan, allow_user_triggers=plan.allow_user_triggers or allow_triggers)
         tables.ensure_schema(cur)
         run_id = runs.new_run_id()
         runs.create_run(cur, run_id, to_dict(plan), batch_size)

@@ -107,3 +107,28 @@ def test_an_adopted_uuid_id_keeps_its_values_and_rollback_clears_only_the_ones_w
 
     assert outcome.status == "rolled_back" and outcome.report["overallStatus"] == "passed"
     assert database_dump(conn, settings.database_url) == before
+
+
+def test_an_adopted_column_of_the_wrong_type_and_an_id_mappings_of_another_shape_are_refused(
+    conn, settings, tmp_path
+):
+    with conn.cursor() as cur:
+        cur.execute(APP + "ALTER TABLE users ADD COLUMN uuid_id text;")
+    before = database_dump(conn, settings.database_url)
+
+    with pytest.raises(PlanError) as wrong_type:
+        commands.run(settings, plan_file=_plan(tmp_path, 'adopt = ["uuid_id"]'), out=io.StringIO())
+    unchanged = database_dump(conn, settings.database_url) == before
+    with conn.cursor() as cur:
+        cur.execute(
+            "ALTER TABLE users DROP COLUMN uuid_id;"
+            "CREATE TABLE id_mappings (table_name text, old_id text, new_id text, created_at timestamptz)"
+        )
+    before = database_dump(conn, settings.database_url)
+    with pytest.raises(PlanError) as shape:
+        commands.run(settings, plan_file=_plan(tmp_path), out=io.StringIO())
+
+    assert str(wrong_type.value) == "column users.uuid_id is text, not uuid: it cannot be adopted"
+    assert "id_mappings exists but is not a (table_name, old_id, new_id, created_at) table" in str(shape.value)
+    assert scalar(conn, "SELECT to_regnamespace('uuid_migration') IS NULL")
+    assert unchanged and database_dump(conn, settings.database_url) == before

@@ -14,7 +14,7 @@ import pytest
 from psycopg2 import sql
 from sqlalchemy.engine import make_url
 
-from producer import commands, validate_command
+from producer import commands, rollback_command, validate_command
 from uuid_migrate import retrying
 from uuid_migrate.errors import PlanError
 from uuid_migrate.ledger.states import RunStatus
@@ -107,9 +107,9 @@ def test_user_triggers_never_see_the_backfill_and_the_ledger_still_logs(app, set
     result = commands.run(settings, workers=2, out=io.StringIO())
 
     assert triggers == {
-        "trigger users_touch: silenced during batches",
-        "trigger users_audit: silenced during batches",
-        "trigger dashboards_touch: silenced during batches",
+        "trigger users_touch (UPDATE): silenced during batches",
+        "trigger users_audit (UPDATE): silenced during batches",
+        "trigger dashboards_touch (UPDATE): silenced during batches",
     }  # dashboards_title fires on title updates only: not listed
     assert report["overallStatus"] == "passed"
     assert result.status == RunStatus.SUCCEEDED
@@ -215,6 +215,65 @@ def test_a_trigger_enabled_always_fires_even_when_silenced_so_it_is_refused_by_n
     with pytest.raises(PlanError) as refused:
         commands.run(settings, workers=1, out=io.StringIO())
 
-    assert "trigger users_audit is enabled ALWAYS or REPLICA" in str(refused.value)
+    assert "trigger users_audit (UPDATE) is enabled ALWAYS or REPLICA" in str(refused.value)
     assert "users_touch" not in str(refused.value)  # silenced: not in the way
     assert database_dump(app, settings.database_url) == before
+
+
+def test_a_partitions_own_always_trigger_and_a_rule_are_refused_by_name(conn, settings):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE audit (n bigserial PRIMARY KEY, tbl text);"
+            "CREATE FUNCTION audited() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit (tbl) VALUES (TG_TABLE_NAME); RETURN NULL; END $$;"
+            "CREATE TABLE users (id text PRIMARY KEY, name text);"
+            "CREATE TABLE events (id text, region text, user_id text REFERENCES users,"
+            " PRIMARY KEY (id, region)) PARTITION BY LIST (region);"
+            "CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');"
+            "CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');"
+            "CREATE TRIGGER events_audit AFTER UPDATE ON events FOR EACH ROW EXECUTE FUNCTION audited();"
+            "ALTER TABLE events_eu ENABLE ALWAYS TRIGGER events_audit;"
+            "CREATE RULE users_log AS ON UPDATE TO users DO ALSO INSERT INTO audit (tbl) VALUES ('u');"
+            "ALTER TABLE users ENABLE ALWAYS RULE users_log;"
+            "INSERT INTO users SELECT 'u' || i, 'n' FROM generate_series(1, 20) i;"
+            "INSERT INTO events SELECT 'e' || i, 'eu', 'u' || (1 + i % 20) FROM generate_series(1, 30) i"
+        )
+    before = database_dump(conn, settings.database_url)
+
+    with pytest.raises(PlanError) as refused:
+        commands.run(settings, workers=1, out=io.StringIO(), allow_triggers=True)
+
+    message = str(refused.value)
+    assert "rule users_log (UPDATE) fires on the migration's writes" in message  # never accepted
+    assert database_dump(conn, settings.database_url) == before
+    with conn.cursor() as cur:
+        cur.execute("DROP RULE users_log ON users")
+    with pytest.raises(PlanError) as partition:
+        commands.run(settings, workers=1, out=io.StringIO())
+    assert "trigger events_audit on partition events_eu (UPDATE) is enabled ALWAYS" in str(partition.value)
+    assert scalar(conn, "SELECT count(*) FROM audit") == 0
+
+
+def test_rollback_keeps_the_applications_delete_triggers_off_its_own_id_mappings(conn, settings):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE audit (n bigserial PRIMARY KEY, what text);"
+            "CREATE TABLE id_mappings (table_name text NOT NULL, old_id text NOT NULL, "
+            " new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (table_name, old_id), UNIQUE (new_id));"
+            "INSERT INTO id_mappings (table_name, old_id, new_id) VALUES ('legacy', 'x', gen_random_uuid());"
+            "CREATE FUNCTION audited() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN INSERT INTO audit (what) VALUES (TG_OP); RETURN NULL; END $$;"
+            "CREATE TRIGGER mappings_audit AFTER INSERT OR DELETE ON id_mappings "
+            " FOR EACH ROW EXECUTE FUNCTION audited();"
+            "CREATE TABLE users (id text PRIMARY KEY);"
+            "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 120) i"
+        )
+    before = database_dump(conn, settings.database_url)
+
+    result = commands.run(settings, workers=1, out=io.StringIO())
+    outcome = rollback_command.rollback(settings, yes=True, out=io.StringIO())
+
+    assert result.status == RunStatus.SUCCEEDED and outcome.status == "rolled_back"
+    assert scalar(conn, "SELECT count(*) FROM audit") == 0  # neither the inserts nor the deletes
+    assert database_dump(conn, settings.database_url) == before

@@ -27,6 +27,11 @@ class RunStateError(MigrateError):
     """Raised when the ledger's state forbids what was asked (e.g. a different plan is mid-run)."""
 
 
+class TriggersWouldFire(MigrateError):
+    """The application's triggers would fire on a batch that cannot silence them, and the
+    run did not accept that: permanent, until a role that can runs it (or it is accepted)."""
+
+
 class BatchFailed(MigrateError):
     """Raised when one batch's transaction could not be committed."""
 

@@ -9,18 +9,23 @@ from typing import Any
 import psycopg2
 
 from uuid_migrate import db
+from uuid_migrate.errors import TriggersWouldFire
 from uuid_migrate.execution.statement import batch_statement
+from uuid_migrate.identifiers import regclass_text
 from uuid_migrate.ledger import batches, runs
 from uuid_migrate.ledger.batches import Batch
 from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
-from uuid_migrate.plan.model import Plan
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, written_columns
 from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.plan.stages import Stage, stages
+from uuid_migrate.schema import app_triggers
 
 #: Plans parsed once per process and run, since every batch of a run shares one.
 _PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
 #: Whether the role of a connection string may set session_replication_role.
 _SILENCING: dict[str, bool] = {}
+#: The application's triggers that fire on a table's batches, by (dsn, run, table).
+_FIRING: dict[tuple[str, str, str], list[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def attempt(
             conn.rollback()
             return None
         planned = found[1]
-        silenced = _silence_user_triggers(conn, cur)
+        silenced = _silence_user_triggers(conn, cur, plan, stage.table, batch.run_id)
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
         rows, mappings, orphans = cur.fetchone()
         if silenced:  # the ledger's own transition trigger must see the ledger update
@@ -108,16 +113,41 @@ def attempt(
     return rows, mappings, orphans, planned
 
 
-def _silence_user_triggers(conn: Any, cur: Any) -> bool:
+def _silence_user_triggers(conn: Any, cur: Any, plan: Plan, table: str, run_id: str) -> bool:
     """`session_replication_role = replica` for the batch statement, where the role may set
     it: the application's triggers (an `updated_at` stamp, an audit log) never see the
     backfill, which only fills the migration's own columns. Constraint triggers are silenced
-    too, and need not run: a batch never changes a key or a foreign-key column."""
+    too, and need not run: a batch never changes a key or a foreign-key column.
+
+    Where it may not (a worker under another role than the producer's, a privilege revoked
+    since the run began), a trigger that would fire stops the batch, unless the run accepted
+    them."""
     if conn.dsn not in _SILENCING:
         _SILENCING[conn.dsn] = db.can_set_replication_role(cur)
     if _SILENCING[conn.dsn]:
         cur.execute("SET LOCAL session_replication_role = replica")
-    return _SILENCING[conn.dsn]
+        return True
+    if not plan.allow_user_triggers:
+        firing = _firing(cur, conn.dsn, plan, table, run_id)
+        if firing:
+            raise TriggersWouldFire(
+                f"{', '.join(firing)} would fire on this batch: this worker's role may not set "
+                "session_replication_role, and the run did not accept the application's "
+                "triggers (run --allow-triggers)"
+            )
+    return False
+
+
+def _firing(cur: Any, dsn: str, plan: Plan, table: str, run_id: str) -> list[str]:
+    """The triggers and rules that would fire on the table's batches (looked up once)."""
+    key = (dsn, run_id, table)
+    if key not in _FIRING:
+        relation = regclass_text(*plan.where(table))
+        found = app_triggers.on_writes(cur, relation, "UPDATE", written_columns(plan, table), False)
+        mappings = regclass_text(plan.schema, MAPPING_TABLE)
+        found += app_triggers.on_writes(cur, mappings, "INSERT", set(), False)
+        _FIRING[key] = [f.describe() for f in found if f.fires]
+    return _FIRING[key]
 
 
 def mark_retrying(conn: Any, batch: Batch, message: str) -> None:

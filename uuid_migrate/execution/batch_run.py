@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 
 from uuid_migrate import retrying
-from uuid_migrate.errors import ConnectionFailed
+from uuid_migrate.errors import ConnectionFailed, TriggersWouldFire
 from uuid_migrate.execution import attempt as batch
 from uuid_migrate.execution import split
 from uuid_migrate.execution.attempt import BatchOutcome
@@ -30,6 +30,8 @@ from uuid_migrate.retrying import RetryPolicy
 from uuid_migrate.schema.steps import uuid_index
 
 _DB_ERRORS = (psycopg2.Error, ConnectionFailed)
+#: What one try of a batch may raise: the database's errors, and a refusal of the tool's own.
+_TRY_ERRORS = (*_DB_ERRORS, TriggersWouldFire)
 #: How often a held worker looks at the pause flag again.
 PAUSE_POLL_S = 1.0
 #: What `_ledger_write` returns when the ledger could not be reached at all.
@@ -184,7 +186,7 @@ def _try_once(
 ) -> tuple[dict[str, Any] | None, BaseException | None]:
     try:
         result = batch.attempt(conn, plan, stage, job, ctx.policy.statement_timeout_ms)
-    except _DB_ERRORS as exc:
+    except _TRY_ERRORS as exc:
         batch.rollback_quietly(conn)
         return None, exc
     if result is None:

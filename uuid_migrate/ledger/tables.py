@@ -14,7 +14,6 @@ from uuid_migrate.ledger import generated_values, throttles
 __all__ = ["LEDGER_SCHEMA", "ensure_schema", "ensure_worker_parts", "ledger_exists", "table_exists"]
 
 _SCHEMA_SQL = """
-CREATE SCHEMA IF NOT EXISTS uuid_migration;
 CREATE TABLE IF NOT EXISTS uuid_migration.runs (
     run_id      text PRIMARY KEY,
     status      text NOT NULL,
@@ -165,6 +164,11 @@ CREATE TABLE IF NOT EXISTS uuid_migration.added_mappings (
 def ensure_schema(cur: Any) -> None:
     """Create what is missing, part by part. A part that is there is left alone: ALTER TABLE
     and CREATE TRIGGER would lock the batches table against the workers of a resumed run."""
+    # CREATE SCHEMA IF NOT EXISTS asks for CREATE on the database even when the schema is there
+    # (a DBA may have made it for a role without that right)
+    cur.execute("SELECT to_regnamespace('uuid_migration') IS NULL")
+    if cur.fetchone()[0]:
+        cur.execute("CREATE SCHEMA uuid_migration")
     if not ledger_exists(cur):
         cur.execute(_SCHEMA_SQL)
     if not _has_recovery(cur):

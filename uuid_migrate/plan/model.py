@@ -227,6 +227,12 @@ def _check_adopted(plan: Plan) -> None:
                 )
 
 
+def written_columns(plan: Plan, table: str) -> set[str]:
+    """The columns a batch of `table` sets (extra columns are only added, never written)."""
+    written = {UUID_COLUMN} if plan.table(table).migrate else set()
+    return written | {r.uuid_column for r in plan.relations_of(table)}
+
+
 def added_columns(plan: Plan, table: str) -> list[str]:
     """Names of every column the migration adds to `table`, in the order they are added."""
     spec = plan.table(table)

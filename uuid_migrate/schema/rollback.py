@@ -110,22 +110,35 @@ def clear_generated(conn: Any, run_ids: list[str]) -> int:
     with conn.cursor() as cur:
         pairs = generated_values.tables_of(cur, run_ids)
         plans = {run: from_dict(runs.get_run(cur, run)["plan"], stored=True) for run, _ in pairs}
-        silenced = db.can_set_replication_role(cur)
     conn.commit()
+    silenced = _can_silence(conn)
     cleared = 0
     for run_id, table in pairs:
         plan = plans[run_id]
         target, key = plan.qualified(table), sql.Identifier(plan.table(table).key)
         while True:
             with conn.cursor() as cur:
-                if silenced:
-                    cur.execute("SET LOCAL session_replication_role = replica")
+                _silence(cur, silenced)
                 count = generated_values.clear_chunk(cur, run_id, table, target, key, DELETE_CHUNK)
             conn.commit()
             cleared += count
             if count < DELETE_CHUNK:
                 break
     return cleared
+
+
+def _can_silence(conn: Any) -> bool:
+    with conn.cursor() as cur:
+        silenced = db.can_set_replication_role(cur)
+    conn.commit()
+    return silenced
+
+
+def _silence(cur: Any, silenced: bool) -> None:
+    """The rollback's own writes (clearing adopted values, deleting its mappings) keep the
+    application's triggers off, as the batches did."""
+    if silenced:
+        cur.execute("SET LOCAL session_replication_role = replica")
 
 
 def delete_mappings(conn: Any, undo: Undo) -> int:
@@ -146,8 +159,10 @@ def _delete_noted(conn: Any, undo: Undo) -> int:
     changed since is kept, with its note (validation reports it)."""
     mappings = qualified(undo.plan.schema, MAPPING_TABLE)
     after, removed = added_mappings.START, 0
+    silenced = _can_silence(conn)
     while True:
         with conn.cursor() as cur:
+            _silence(cur, silenced)
             seen, deleted, after = added_mappings.delete_chunk(
                 cur, mappings, undo.run_ids, after, DELETE_CHUNK
             )
@@ -167,8 +182,10 @@ def _delete_since_run_began(conn: Any, undo: Undo) -> int:
     mappings = qualified(undo.plan.schema, MAPPING_TABLE)
     names = [t.name for t in undo.plan.migrated()]
     removed = 0
+    silenced = _can_silence(conn)
     while True:
         with conn.cursor() as cur:
+            _silence(cur, silenced)
             cur.execute(
                 sql.SQL(
                     "DELETE FROM {m} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {m} "

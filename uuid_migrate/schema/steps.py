@@ -238,13 +238,26 @@ def same_type(cur: Any, found: str, wanted: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
+#: The columns an id_mappings must have, by type; any other must take a NULL or a default.
+_MAPPING_COLUMNS = {"table_name": "text", "old_id": "text", "new_id": "uuid", "created_at": None}
+
+
 def _mapping_table_fits(cur: Any, schema: str) -> bool:
+    """An existing id_mappings the batches can insert into: the four columns, with types the
+    batches' values and the validation's joins fit (created_at only needs a default), and no
+    other column that requires a value."""
     cur.execute(
-        "SELECT count(*) FROM information_schema.columns WHERE table_schema = %s "
-        "AND table_name = %s AND column_name IN ('table_name', 'old_id', 'new_id', 'created_at')",
-        (schema, MAPPING_TABLE),
+        "SELECT a.attname, format_type(a.atttypid, NULL), a.attnotnull AND NOT a.atthasdef "
+        "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 "
+        "AND NOT a.attisdropped",
+        (regclass_text(schema, MAPPING_TABLE),),
     )
-    return cur.fetchone()[0] == 4
+    found = {name: (kind, required) for name, kind, required in cur.fetchall()}
+    for name, kind in _MAPPING_COLUMNS.items():
+        allowed = {kind, "character varying"} if kind == "text" else {kind}
+        if name not in found or (kind and found[name][0] not in allowed):
+            return False
+    return not any(required for n, (_, required) in found.items() if n not in _MAPPING_COLUMNS)
 
 
 def uuid_index(plan: Plan, table: str) -> Index:

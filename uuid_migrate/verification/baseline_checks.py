@@ -116,6 +116,7 @@ def orphaned_references(cur: Any, plan: Plan, rel: Relation) -> CheckResult:
 
 def targets_free(cur: Any, plan: Plan) -> CheckResult:
     """No column the migration adds exists already with another type."""
-    conflicts = target_conflicts(cur, plan, created_by_live_runs(cur)) + adoption.problems(cur, plan)
+    conflicts = target_conflicts(cur, plan, created_by_live_runs(cur))
+    conflicts = conflicts or adoption.problems(cur, plan)
     status = FAILED if conflicts else PASSED
     return CheckResult("target_columns_free", "*", status, [], conflicts, conflicts[:10])

@@ -13,7 +13,8 @@ from typing import Any
 
 from uuid_migrate import db
 from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
-from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
+from uuid_migrate.plan.model import MAPPING_TABLE, Plan, written_columns
+from uuid_migrate.schema import app_triggers
 
 
 @dataclass(frozen=True)
@@ -29,22 +30,6 @@ class Obstacle:
     @property
     def refusal(self) -> bool:
         return self.level == "refusal"
-
-
-#: Triggers that fire when the session's replication role is `replica` / `origin`.
-_FIRES = {True: ("A", "R"), False: ("O", "A")}
-_UPDATE, _INSERT = 16, 4
-
-_TRIGGERS = """
-SELECT t.tgname, t.tgenabled, t.tgtype,
-       ARRAY(SELECT a.attname FROM pg_attribute a
-             WHERE a.attrelid = t.tgrelid AND a.attnum = ANY(t.tgattr::int2[]))
-FROM pg_trigger t
-WHERE NOT t.tgisinternal AND t.tgparentid = 0 AND t.tgenabled <> 'D'
-  AND t.tgrelid IN (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s))
-                    UNION SELECT to_regclass(%(t)s))
-ORDER BY t.tgname
-"""
 
 
 def obstacles(cur: Any, plan: Plan, allow_triggers: bool = False) -> list[Obstacle]:
@@ -63,29 +48,27 @@ def refusal(found: list[Obstacle]) -> str | None:
 
 
 def user_triggers(cur: Any, plan: Plan, accepted: bool) -> list[Obstacle]:
-    """The application's triggers on the tables the migration writes: silenced during
-    batches where the role may set `session_replication_role`, else refused unless accepted."""
+    """The application's triggers and rules on the tables the migration writes: triggers
+    silenced during batches where the role may set `session_replication_role`, else refused
+    unless accepted; a rule that fires is always refused (a batch cannot run with it)."""
     silenced = db.can_set_replication_role(cur)
     found = []
-    for name, relation, event, written in _written_tables(cur, plan):
-        cur.execute(_TRIGGERS, {"t": relation})
-        for tgname, enabled, tgtype, columns in cur.fetchall():
-            if not tgtype & event or (columns and not set(columns) & written):
-                continue  # fires on other events, or on updates of other columns only
-            fires = enabled in _FIRES[silenced]
-            found.append(_trigger_obstacle(name, tgname, fires, silenced, accepted))
+    for name, relation, events, written in written_tables(cur, plan):
+        for event in events:
+            for item in app_triggers.on_writes(cur, relation, event, written, silenced):
+                found.append(_trigger_obstacle(name, item, event, silenced, accepted))
     return found
 
 
-def _written_tables(cur: Any, plan: Plan) -> list[tuple[str, str, int, set[str]]]:
-    """(name, relation, the event our writes fire, the columns they set) per table we write
-    that exists; an id_mappings that exists already (the application's) takes our inserts."""
+def written_tables(cur: Any, plan: Plan) -> list[tuple[str, str, tuple[str, ...], set[str]]]:
+    """(name, relation, the events our writes fire, the columns they set) per table we write
+    that exists: updates of the plan's tables, and inserts into (and, at rollback, deletes
+    from) an id_mappings that exists already (the application's)."""
     out = []
     for table in plan.tables:
-        written = {UUID_COLUMN} if table.migrate else set()
-        written |= {r.uuid_column for r in plan.relations_of(table.name)}
-        out.append((table.name, regclass_text(*plan.where(table.name)), _UPDATE, written))
-    out.append((MAPPING_TABLE, regclass_text(plan.schema, MAPPING_TABLE), _INSERT, set()))
+        out.append((table.name, regclass_text(*plan.where(table.name)), ("UPDATE",),
+                    written_columns(plan, table.name)))  # fmt: skip
+    out.append((MAPPING_TABLE, regclass_text(plan.schema, MAPPING_TABLE), ("INSERT", "DELETE"), set()))
     present = []
     for entry in out:
         cur.execute("SELECT to_regclass(%s) IS NOT NULL", (entry[1],))
@@ -94,9 +77,18 @@ def _written_tables(cur: Any, plan: Plan) -> list[tuple[str, str, int, set[str]]
     return present
 
 
-def _trigger_obstacle(table: str, trigger: str, fires: bool, silenced: bool, accepted: bool) -> Obstacle:
-    if not fires:
-        return Obstacle("user_triggers", table, f"trigger {trigger}: silenced during batches", "note")
+def _trigger_obstacle(
+    table: str, item: app_triggers.Firing, event: str, silenced: bool, accepted: bool
+) -> Obstacle:
+    what = f"{item.describe()} ({event})"
+    if not item.fires:
+        return Obstacle("user_triggers", table, f"{what}: silenced during batches", "note")
+    if item.kind == "rule":
+        return Obstacle(
+            "user_triggers", table,
+            f"{what} fires on the migration's writes, and PostgreSQL refuses rules on a table "
+            "that a data-modifying WITH (each batch) writes: disable it for the migration",
+        )  # fmt: skip
     why = (
         "is enabled ALWAYS or REPLICA, so it fires even with session_replication_role = replica"
         if silenced
@@ -104,10 +96,10 @@ def _trigger_obstacle(table: str, trigger: str, fires: bool, silenced: bool, acc
         "session_replication_role (a superuser, or GRANT SET ON PARAMETER, may)"
     )
     if accepted:
-        return Obstacle("user_triggers", table, f"trigger {trigger} {why} (accepted)", "warning")
+        return Obstacle("user_triggers", table, f"{what} {why} (accepted)", "warning")
     return Obstacle(
         "user_triggers", table,
-        f"trigger {trigger} {why}; accept it with --allow-triggers "
+        f"{what} {why}; accept it with --allow-triggers "
         "(allow_user_triggers = true in a plan file)",
     )  # fmt: skip
 
@@ -137,13 +129,14 @@ def row_security(cur: Any, plan: Plan) -> list[Obstacle]:
 
 
 _NO_REPLICA_IDENTITY = """
-SELECT DISTINCT pt.pubname, c.relname
+SELECT DISTINCT pt.pubname, c.relname, p.pubupdate
 FROM (SELECT relid FROM pg_partition_tree(to_regclass(%(t)s)) UNION SELECT to_regclass(%(t)s)) tree
 JOIN pg_class c ON c.oid = tree.relid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_publication_tables pt ON pt.schemaname = n.nspname AND pt.tablename = c.relname
 JOIN pg_publication p ON p.pubname = pt.pubname
-WHERE p.pubupdate AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (
+WHERE (p.pubupdate OR (p.pubdelete AND %(deletes)s))
+  AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS (
       SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)))
 ORDER BY 1, 2
 """
@@ -151,17 +144,19 @@ ORDER BY 1, 2
 
 def replica_identity(cur: Any, plan: Plan) -> list[Obstacle]:
     """Tables in a publication that publishes updates, without a replica identity: every
-    UPDATE of them fails, so every batch would."""
+    UPDATE of them fails, so every batch would; and an existing id_mappings that publishes
+    deletes, from which a rollback deletes the migration's rows."""
     found = []
-    for table in plan.tables:
-        cur.execute(_NO_REPLICA_IDENTITY, {"t": regclass_text(*plan.where(table.name))})
-        for publication, relation in cur.fetchall():
+    for name, relation, events, _ in written_tables(cur, plan):
+        cur.execute(_NO_REPLICA_IDENTITY, {"t": relation, "deletes": "DELETE" in events})
+        for publication, table, updates in cur.fetchall():
+            what = "updates" if updates else "deletes"
             problem = (
-                f"{relation} is in publication {publication}, which publishes updates, and has "
-                "no replica identity, so every update of it fails: set REPLICA IDENTITY FULL "
-                "(or USING INDEX), or leave it out of the publication"
+                f"{table} is in publication {publication}, which publishes {what}, and has "
+                f"no replica identity, so every {what[:-1]} of it fails: set REPLICA IDENTITY "
+                "FULL (or USING INDEX), or leave it out of the publication"
             )
-            found.append(Obstacle("replica_identity", table.name, problem))
+            found.append(Obstacle("replica_identity", name, problem))
     return found
 
 
@@ -172,8 +167,9 @@ def privileges(cur: Any, plan: Plan) -> list[Obstacle]:
     for table in plan.tables:
         name = regclass_text(*plan.where(table.name))
         cur.execute(
-            "SELECT pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'SELECT, UPDATE') "
-            "FROM pg_class c WHERE c.oid = to_regclass(%s)",
+            # a list of privileges passes if any one is held: each is asked on its own
+            "SELECT pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'SELECT') "
+            "AND has_table_privilege(c.oid, 'UPDATE') FROM pg_class c WHERE c.oid = to_regclass(%s)",
             (name,),
         )
         row = cur.fetchone()
@@ -187,18 +183,22 @@ def privileges(cur: Any, plan: Plan) -> list[Obstacle]:
 
 def _ledger_and_mapping_privileges(cur: Any, plan: Plan) -> list[str]:
     cur.execute(
-        "SELECT CASE WHEN to_regnamespace(%s) IS NULL "
+        "SELECT CASE WHEN to_regnamespace(%(l)s) IS NULL "
         "THEN has_database_privilege(current_database(), 'CREATE') "
-        "ELSE has_schema_privilege(%s, 'USAGE, CREATE') END, "
-        "CASE WHEN to_regclass(%s) IS NULL THEN has_schema_privilege(%s, 'USAGE, CREATE') "
-        "ELSE has_table_privilege(%s, 'SELECT, INSERT, DELETE') END",
-        (LEDGER_SCHEMA, LEDGER_SCHEMA, *[regclass_text(plan.schema, MAPPING_TABLE)], plan.schema,
-         regclass_text(plan.schema, MAPPING_TABLE)),
-    )  # fmt: skip
+        "ELSE has_schema_privilege(%(l)s, 'USAGE') AND has_schema_privilege(%(l)s, 'CREATE') END, "
+        "CASE WHEN to_regclass(%(m)s) IS NULL "
+        "THEN has_schema_privilege(%(h)s, 'USAGE') AND has_schema_privilege(%(h)s, 'CREATE') "
+        "ELSE has_table_privilege(%(m)s, 'SELECT') AND has_table_privilege(%(m)s, 'INSERT') "
+        "AND has_table_privilege(%(m)s, 'DELETE') END",
+        {"l": LEDGER_SCHEMA, "m": regclass_text(plan.schema, MAPPING_TABLE), "h": plan.schema},
+    )
     ledger, mappings = cur.fetchone()
     problems = []
     if not ledger:
         problems.append(f"this role may not create the ledger schema {LEDGER_SCHEMA} or its tables")
     if not mappings:
-        problems.append(f"this role may not create or write {plan.schema}.{MAPPING_TABLE}")
+        problems.append(
+            f"this role may not create {plan.schema}.{MAPPING_TABLE}, or may not read, insert "
+            "and delete its rows"
+        )
     return problems
