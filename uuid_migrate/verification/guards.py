@@ -14,6 +14,7 @@ from typing import Any
 from uuid_migrate import db
 from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
+from uuid_migrate.schema.triggers import TRIGGER_NAMES
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ def user_triggers(cur: Any, plan: Plan, accepted: bool) -> list[Obstacle]:
     for name, relation, event, written in _written_tables(cur, plan):
         cur.execute(_TRIGGERS, {"t": relation})
         for tgname, enabled, tgtype, columns in cur.fetchall():
+            if tgname in TRIGGER_NAMES:
+                continue  # the tool's own, which leave its batches alone
             if not tgtype & event or (columns and not set(columns) & written):
                 continue  # fires on other events, or on updates of other columns only
             fires = enabled in _FIRES[silenced]
