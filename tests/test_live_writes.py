@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from producer import rollback_command, status_command, validate_command
+from producer import commands, rollback_command, status_command, validate_command
 from uuid_migrate import db
 from uuid_migrate.ledger.states import RunStatus
 
@@ -181,17 +181,14 @@ def test_a_batch_gives_way_to_an_application_holding_a_row(clinic, settings):
     stop = threading.Event()
     errors: list[str] = []
 
+    taken = threading.Event()
+
     def hold() -> None:
         conn = db.connect(settings.database_url)
         try:
             with conn.cursor() as cur:
-                deadline = time.monotonic() + 60
-                while not scalar(conn, "SELECT count(*) FROM pg_trigger WHERE tgname = "
-                                 "'zz_uuid_migrate_insert'") and time.monotonic() < deadline:  # fmt: skip
-                    conn.rollback()
-                    time.sleep(0.05)
-                conn.rollback()
                 cur.execute("SELECT 1 FROM dashboards WHERE id = %s FOR UPDATE", (held,))
+                taken.set()
                 time.sleep(4.0)
             conn.commit()
         except Exception as exc:  # the test reports it
@@ -215,10 +212,15 @@ def test_a_batch_gives_way_to_an_application_holding_a_row(clinic, settings):
         finally:
             conn.close()
 
+    # Planned, its columns and triggers in place, and no worker yet: the row is held before
+    # any batch can reach it; then workers resume the run.
+    planned = commands.run(settings, plan_file="clinic", out=io.StringIO())
+    assert planned.status == RunStatus.RUNNING
     threads = [threading.Thread(target=hold), threading.Thread(target=measure)]
     for thread in threads:
         thread.start()
     try:
+        assert taken.wait(10)
         result = run_clinic(settings)
     finally:
         stop.set()
@@ -281,3 +283,29 @@ def test_run_again_after_a_gap_without_triggers_catches_up(clinic, settings):
     assert_in_step(clinic)
     assert sorted(status_command.status(settings)["triggers"]) == sorted(CLINIC_TABLES)
     assert validate_command.validate(settings)["overallStatus"] == "passed"
+
+
+def test_rollback_removes_the_mappings_the_triggers_added_to_an_id_mappings_of_the_application(
+    clinic, settings
+):
+    with clinic.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE id_mappings (table_name text NOT NULL, old_id text NOT NULL, "
+            "new_id uuid NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (table_name, old_id))"
+        )
+        cur.execute("INSERT INTO id_mappings (table_name, old_id, new_id) VALUES "
+                    "('billing', 'inv-1', gen_random_uuid())")  # fmt: skip
+    assert run_clinic(settings).status == RunStatus.SUCCEEDED
+    with clinic.cursor() as cur:  # the application writes after the run, through the triggers
+        cur.execute("INSERT INTO users (id, email) SELECT 'usr_late' || i, 'late' FROM generate_series(1, 20) i")
+    assert scalar(clinic, "SELECT count(*) FROM id_mappings WHERE old_id LIKE 'usr_late%%'") == 20
+    with clinic.cursor() as cur:  # what the database holds before the migration, but the rows
+        cur.execute("CREATE TEMP TABLE late AS SELECT id, email, name, created_at FROM users "
+                    "WHERE id LIKE 'usr_late%%'")  # fmt: skip
+
+    outcome = rollback_command.rollback(settings, yes=True, out=io.StringIO())
+
+    assert outcome.status == "rolled_back"
+    assert rows(clinic, "SELECT table_name, old_id FROM id_mappings") == [("billing", "inv-1")]
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.added_mappings") == 0
