@@ -192,7 +192,11 @@ def _column(row: sql.SQL, name: str) -> sql.Composed:
 
 
 def _changed(column: str) -> sql.Composed:
-    return sql.SQL("OLD.{c} IS DISTINCT FROM NEW.{c}").format(c=sql.Identifier(column))
+    """The column's text changed, byte for byte: under a nondeterministic collation `F1` and
+    `f1` are equal, yet a mapping holds the key's exact text."""
+    return sql.SQL('OLD.{c}::text COLLATE "C" IS DISTINCT FROM NEW.{c}::text COLLATE "C"').format(
+        c=sql.Identifier(column)
+    )
 
 
 def function_name(table: str) -> str:
