@@ -16,7 +16,10 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_QUEUE = "uuid_migrate"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: DDL waits at most this long for its lock, so it never queues behind a long transaction.
-DEFAULT_LOCK_TIMEOUT_MS = 2000
+DEFAULT_LOCK_TIMEOUT_MS = 500
+#: A batch waits at most this long for a row lock the application holds (then it is split
+#: or tried again later), so the application never waits long behind a batch.
+DEFAULT_BATCH_LOCK_TIMEOUT_MS = 500
 #: A batch statement running longer than this is cancelled (0: no limit).
 DEFAULT_STATEMENT_TIMEOUT_MS = 0
 #: Batches sent per chord; bounds producer memory and queue length for any table size.
@@ -53,6 +56,7 @@ ENVIRONMENT = {
     "BATCH_SIZE": "batch_size",
     "UUID_MIGRATE_QUEUE": "queue",
     "LOCK_TIMEOUT_MS": "lock_timeout_ms",
+    "BATCH_LOCK_TIMEOUT_MS": "batch_lock_timeout_ms",
     "STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
     "DISPATCH_PAGE": "dispatch_page",
     "LOG_FORMAT": "log_format",
@@ -85,6 +89,7 @@ class Settings:
     batch_size: int = DEFAULT_BATCH_SIZE
     queue: str = DEFAULT_QUEUE
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+    batch_lock_timeout_ms: int = DEFAULT_BATCH_LOCK_TIMEOUT_MS
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS
     dispatch_page: int = DEFAULT_DISPATCH_PAGE
     log_format: str = "text"
@@ -128,6 +133,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=_batch_size(env),
         queue=env.get("UUID_MIGRATE_QUEUE") or DEFAULT_QUEUE,
         lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
+        batch_lock_timeout_ms=_positive_int(
+            env, "BATCH_LOCK_TIMEOUT_MS", DEFAULT_BATCH_LOCK_TIMEOUT_MS
+        ),
         statement_timeout_ms=_int(env, "STATEMENT_TIMEOUT_MS", DEFAULT_STATEMENT_TIMEOUT_MS),
         dispatch_page=_positive_int(env, "DISPATCH_PAGE", DEFAULT_DISPATCH_PAGE),
         log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS),

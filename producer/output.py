@@ -61,6 +61,11 @@ def print_status(status: dict[str, Any], as_json: bool) -> int:
             f"  {cp['stage']:<28} {cp['status']:<12} {cp['processedCount']:>12,}/{cp['totalCount']:<12,} "
             f"last id {cp['lastProcessedId']!s:<36} errors {cp['errorCount']}"
         )
+    kept = status.get("triggers") or []
+    print(
+        f"triggers: keeping the application's writes in step on {len(kept)} table(s)"
+        + (f": {', '.join(kept)}" if kept else "")
+    )
     report = status.get("validation")
     if report:
         print(

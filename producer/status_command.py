@@ -9,8 +9,10 @@ from config.settings import Settings
 from uuid_migrate import db
 from uuid_migrate.errors import ConnectionFailed, RunStateError
 from uuid_migrate.ledger import reports, runs, stages, throttles
+from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.progression import checkpoint
 from uuid_migrate.redis_store import client, throttled
+from uuid_migrate.schema import triggers
 from uuid_migrate.timestamps import iso
 
 
@@ -38,11 +40,12 @@ def status_for_url(url: str, run_id: str | None = None) -> dict[str, Any]:
     with db.connection(url) as conn, conn.cursor() as cur:
         run = pick_run(cur, run_id)
         if run is None:
-            return {"run": None, "status": "none", "tables": []}
+            return {"run": None, "status": "none", "tables": [], "triggers": []}
         run_id = run["run_id"]
         checkpoints = [checkpoint.build(cur, run_id, s) for s in stages.stages(cur, run_id)]
         report = reports.latest(cur, run_id)
         budget = throttles.rate_of(cur, run_id)
+        kept_in_step = triggers.installed(cur, from_dict(run["plan"], stored=True))
     paused = runs.is_active(run) and run["paused"]
     return {
         "run": run_id,
@@ -51,6 +54,7 @@ def status_for_url(url: str, run_id: str | None = None) -> dict[str, Any]:
         "startedAt": iso(run["created_at"]),
         "finishedAt": iso(run["finished_at"]),
         "tables": checkpoints,
+        "triggers": kept_in_step,
         "validation": report,
         "maxRowsPerSecond": budget or None,
         "throttled": None,

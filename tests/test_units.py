@@ -141,6 +141,7 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
         "BATCH_SIZE": "777",
         "UUID_MIGRATE_QUEUE": "q1",
         "LOCK_TIMEOUT_MS": "1234",
+        "BATCH_LOCK_TIMEOUT_MS": "321",
         "STATEMENT_TIMEOUT_MS": "4321",
         "DISPATCH_PAGE": "17",
         "LOG_FORMAT": "json",

@@ -56,6 +56,8 @@ class RetryPolicy:
     backoff_max_ms: int = 30_000
     min_split_rows: int = 10
     statement_timeout_ms: int = 0
+    #: How long a batch waits for a row lock the application holds (0: no limit).
+    lock_timeout_ms: int = 500
 
     def delay_s(self, attempt: int) -> float:
         return compute_backoff(attempt, self.backoff_ms, self.backoff_max_ms) / 1000

@@ -31,6 +31,7 @@ POLICY = RetryPolicy(
     backoff_max_ms=settings.retry_backoff_max_ms,
     min_split_rows=settings.min_split_rows,
     statement_timeout_ms=settings.statement_timeout_ms,
+    lock_timeout_ms=settings.batch_lock_timeout_ms,
 )
 #: Retries of a callback or control task against transient errors (a lost connection,
 #: Redis away, a timeout) before Celery gives up on it; the reconciler then picks up what
@@ -150,7 +151,7 @@ def page_done(self: Task, run_id: str, stage: str, end: int) -> dict[str, Any]:
         self,
         lambda: advance.after_page(
             runtime.database(settings), _index_connection, _progress(run_id),
-            run_id, stage, end, settings.dispatch_page,
+            run_id, stage, end, settings.dispatch_page, settings.batch_lock_timeout_ms,
         ),
     )
     dispatch.send_next(app, settings.queue, run_id, nxt)
@@ -170,7 +171,7 @@ def stage_check(self: Task, run_id: str, stage: str) -> dict[str, Any]:
         self,
         lambda: advance.continue_stage(
             runtime.database(settings), _index_connection, _progress(run_id),
-            run_id, stage, settings.dispatch_page,
+            run_id, stage, settings.dispatch_page, settings.batch_lock_timeout_ms,
         ),
     )
     dispatch.send_next(app, settings.queue, run_id, nxt)

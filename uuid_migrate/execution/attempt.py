@@ -19,6 +19,7 @@ from uuid_migrate.plan.model import MAPPING_TABLE, Plan, written_columns
 from uuid_migrate.plan.plan_data import from_dict
 from uuid_migrate.plan.stages import Stage, stages
 from uuid_migrate.schema import app_triggers
+from uuid_migrate.schema.triggers import BATCH_SETTING
 
 #: Plans parsed once per process and run, since every batch of a run shares one.
 _PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
@@ -88,10 +89,12 @@ def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> Cla
 
 
 def attempt(
-    conn: Any, plan: Plan, stage: Stage, batch: Batch, statement_timeout_ms: int
-) -> tuple[int, int, int, int] | None:
+    conn: Any, plan: Plan, stage: Stage, batch: Batch, statement_timeout_ms: int,
+    lock_timeout_ms: int = 0,
+) -> tuple[int, int, int, int] | None:  # fmt: skip
     """One try of the batch's transaction: (rows, mappings, orphans, planned), or None when
-    another delivery finished it first. Raises the database's error; the caller decides."""
+    another delivery finished it first. Raises the database's error; the caller decides (a
+    lock timeout splits the batch or tries it again later)."""
     with conn.cursor() as cur:
         cur.execute("SET LOCAL statement_timeout = %s", (statement_timeout_ms,))
         if runs.run_is_fenced(cur, batch.run_id):
@@ -103,9 +106,9 @@ def attempt(
             conn.rollback()
             return None
         planned = found[1]
-        silenced = _silence_user_triggers(conn, cur, plan, stage.table, batch.run_id)
-        cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
-        rows, mappings, orphans = cur.fetchone()
+        silenced = silence_user_triggers(conn, cur, plan, stage.table, batch.run_id)
+        statement = batch_statement(plan, stage, batch.run_id, batch.key_range)
+        rows, mappings, orphans = run_statement(cur, statement, lock_timeout_ms)
         if silenced:  # the ledger's own transition trigger must see the ledger update
             cur.execute("SET LOCAL session_replication_role = DEFAULT")
         batches.succeed(cur, batch, rows)
@@ -113,7 +116,20 @@ def attempt(
     return rows, mappings, orphans, planned
 
 
-def _silence_user_triggers(conn: Any, cur: Any, plan: Plan, table: str, run_id: str) -> bool:
+def run_statement(cur: Any, statement: Any, lock_timeout_ms: int) -> tuple[int, int, int]:
+    """A batch statement: the tool's own triggers leave its writes alone (also where
+    session_replication_role cannot be set), and it waits at most `lock_timeout_ms` for a
+    row the application holds, so the application never waits long behind it; the lock
+    timeout ends with the statement (the ledger row after it is the batch's own)."""
+    cur.execute("SELECT set_config(%s, 'on', true)", (BATCH_SETTING,))
+    cur.execute("SET LOCAL lock_timeout = %s", (lock_timeout_ms,))
+    cur.execute(statement)
+    rows, mappings, orphans = cur.fetchone()
+    cur.execute("SET LOCAL lock_timeout = 0")
+    return rows, mappings, orphans
+
+
+def silence_user_triggers(conn: Any, cur: Any, plan: Plan, table: str, run_id: str) -> bool:
     """`session_replication_role = replica` for the batch statement, where the role may set
     it: the application's triggers (an `updated_at` stamp, an audit log) never see the
     backfill, which only fills the migration's own columns. Constraint triggers are silenced

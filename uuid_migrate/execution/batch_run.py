@@ -185,7 +185,9 @@ def _try_once(
     ctx: Context, conn: Any, plan: Plan, stage: Stage, job: Batch
 ) -> tuple[dict[str, Any] | None, BaseException | None]:
     try:
-        result = batch.attempt(conn, plan, stage, job, ctx.policy.statement_timeout_ms)
+        result = batch.attempt(
+            conn, plan, stage, job, ctx.policy.statement_timeout_ms, ctx.policy.lock_timeout_ms
+        )
     except _TRY_ERRORS as exc:
         batch.rollback_quietly(conn)
         return None, exc

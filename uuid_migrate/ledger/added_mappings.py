@@ -124,3 +124,26 @@ def _present(
     )
     rows = cur.fetchall()
     return (int(rows[0][0]) if rows else 0), [r[1] for r in rows]
+
+
+def trigger_note(label: sql.Composable, old_id: sql.Composable, xmin: sql.Composable) -> sql.Composed:
+    """The tool's trigger's note of a mapping it inserted (a PL/pgSQL statement): under the
+    live run that holds the snapshot of a pre-existing id_mappings, if one does. Dynamic SQL,
+    skipped when the ledger is gone, so the application's write never fails for it."""
+    statement = (
+        f'INSERT INTO "{LEDGER_SCHEMA}".added_mappings (run_id, table_name, old_id, row_xmin) '
+        f'SELECT s.run_id, $1, $2, $3 FROM "{LEDGER_SCHEMA}".snapshots AS s '
+        f'JOIN "{LEDGER_SCHEMA}".runs AS r ON r.run_id = s.run_id '
+        f"WHERE s.table_name = '{SNAPSHOT_NAME}' AND r.status <> '{RunStatus.ROLLED_BACK}' "
+        "ORDER BY s.run_id LIMIT 1 ON CONFLICT DO NOTHING"
+    )
+    return sql.SQL(
+        "IF to_regclass({added}) IS NOT NULL THEN EXECUTE {statement} USING {label}, {old_id}, "
+        "{xmin}; END IF;"
+    ).format(
+        added=sql.Literal(f'"{LEDGER_SCHEMA}".added_mappings'),
+        statement=sql.Literal(statement),
+        label=label,
+        old_id=old_id,
+        xmin=xmin,
+    )

@@ -17,6 +17,7 @@ import psycopg2
 import redis
 
 from uuid_migrate import retrying
+from uuid_migrate.execution import sweep
 from uuid_migrate.execution.attempt import BatchOutcome, plan_of_run
 from uuid_migrate.ledger import batches, error_records, runs, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
@@ -67,9 +68,10 @@ def after_batches(
 
 def after_page(
     conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
-    end: int, page_size: int,
+    end: int, page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
-    """A chord finished page `end` of a stage: send the next page, or close the stage."""
+    """A chord finished page `end` of a stage: send the next page, or close the stage (once
+    its unique index is built and its final sweep has fixed what raced with the triggers)."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
         if run is None or run["status"] != RunStatus.RUNNING:
@@ -91,12 +93,17 @@ def after_page(
         failure = build_unique_index(index_conn, run_id, uuid_index(plan, table))
         if failure:
             outcome = _index_failed(conn, run_id, plan, table, failure)
+    swept = outcome == StageStatus.SUCCEEDED and sweep.sweep_stage(
+        conn, plan, stage_map[stage], run_id, lock_timeout_ms
+    )
+    if swept is None:
+        return Next()  # rolled back meanwhile
     return close_stage(conn, progress, run_id, stage, outcome, page_size)
 
 
 def continue_stage(
     conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
-    page_size: int,
+    page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
     """Callback of re-sent batches and the reconciler's step: once nothing sent is still out,
     send the stage's next page, or close it (whatever chord was meant to, if it never did)."""
@@ -115,7 +122,9 @@ def continue_stage(
             if page is not None:
                 return Next(pages=[page])
     conn.commit()
-    return after_page(conn, index_conn, progress, run_id, stage, row["batch_count"], page_size)
+    return after_page(
+        conn, index_conn, progress, run_id, stage, row["batch_count"], page_size, lock_timeout_ms
+    )
 
 
 def close_stage(

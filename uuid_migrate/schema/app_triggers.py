@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from uuid_migrate.schema.triggers import TRIGGER_NAMES
+
 #: Trigger type bits (pg_trigger.tgtype) and rule events (pg_rewrite.ev_type) by event.
 TRIGGER_EVENT = {"INSERT": 4, "DELETE": 8, "UPDATE": 16}
 RULE_EVENT = {"UPDATE": "2", "INSERT": "3", "DELETE": "4"}
@@ -58,6 +60,8 @@ def on_writes(
     cur.execute(_TRIGGERS, {"t": relation})
     found: dict[tuple[str, bool], Firing] = {}
     for name, table, is_self, enabled, tgtype, columns in cur.fetchall():
+        if name in TRIGGER_NAMES:
+            continue  # the tool's own, which leave its batches alone
         if not tgtype & TRIGGER_EVENT[event] or (columns and not set(columns) & written):
             continue
         firing = Firing("trigger", name, None if is_self else table, enabled in FIRES[silenced])

@@ -91,6 +91,8 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
 
     Only a step that creates its object runs its forward SQL: what was there already (a
     column, an index the application had) is taken as it is and recorded as not created.
+    A step that `replaces` its object (the tool's triggers, from an earlier run) runs it
+    always, and is recorded as created only when the object was absent.
 
     A concurrent step (a unique index) runs outside a transaction (the connection is
     switched to autocommit for it, and back), under the index's advisory lock, which a
@@ -106,7 +108,7 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
         if runs.run_is_fenced(cur, run_id):
             return
         created = _created_by_this_run(cur, step)
-        if created:
+        if created or getattr(step, "replaces", False):
             _forward(cur, step)
         step_records.record(cur, run_id, step_to_dict(step), created)
         applied = True

@@ -20,6 +20,7 @@ from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, added_colu
 from uuid_migrate.plan.stages import table_order
 from uuid_migrate.schema.mapping_table import MappingIndex, mapping_indexes
 from uuid_migrate.schema.partitioned import PartitionedUniqueIndex
+from uuid_migrate.schema.triggers import RowTrigger, trigger_steps
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,16 @@ class UniqueIndex:
         )
 
 
-Step = CreateMappingTable | MappingIndex | AddColumn | UniqueIndex | PartitionedUniqueIndex
+Step = (
+    CreateMappingTable | MappingIndex | AddColumn | UniqueIndex | PartitionedUniqueIndex | RowTrigger
+)
 Index = UniqueIndex | PartitionedUniqueIndex
 _KINDS = {
     cls.kind: cls
-    for cls in (CreateMappingTable, MappingIndex, AddColumn, UniqueIndex, PartitionedUniqueIndex)
-}
+    for cls in (
+        CreateMappingTable, MappingIndex, AddColumn, UniqueIndex, PartitionedUniqueIndex, RowTrigger
+    )
+}  # fmt: skip
 
 
 def step_to_dict(step: Step) -> dict[str, Any]:
@@ -169,7 +174,9 @@ def step_from_dict(data: dict[str, Any]) -> Step:
 def additive_steps(plan: Plan) -> list[Step]:
     """Every step applied before the first batch, parents' tables first.
 
-    Rollback reverses the recorded steps by position, so it drops children's columns before
+    The tables' triggers come last, once every column they write exists, and before any
+    batch, so no row the application writes from then on is missed. Rollback reverses the
+    recorded steps by position, so it drops the triggers first, children's columns before
     their parents', then the indexes it added to id_mappings, and `id_mappings` last.
     """
     extra_types = {(t.name, c.name): c.type for t in plan.tables for c in t.extra_columns}
@@ -178,7 +185,7 @@ def additive_steps(plan: Plan) -> list[Step]:
         for column in added_columns(plan, table):
             kind = extra_types.get((table, column), "uuid")
             steps.append(AddColumn(*plan.where(table), column, kind))
-    return steps
+    return steps + trigger_steps(plan)
 
 
 def index_steps(plan: Plan) -> list[Index]:
@@ -203,7 +210,11 @@ def target_conflicts(cur: Any, plan: Plan, ours: set[str] | frozenset[str] = fro
                 conflicts += _column_in_the_way(cur, plan, step, found)
         elif isinstance(step, MappingIndex):
             conflicts += step.conflicts(cur)
-        elif step.exists(cur) and not _mapping_table_fits(cur, plan.schema):
+        elif (
+            isinstance(step, CreateMappingTable)
+            and step.exists(cur)
+            and not _mapping_table_fits(cur, plan.schema)
+        ):
             conflicts.append(
                 f"{plan.schema}.{MAPPING_TABLE} exists but is not a (table_name, old_id, new_id, created_at) table"
             )

@@ -121,6 +121,7 @@ def _uuid_checks(cur: Any, plan: Plan, table: str, complete: bool) -> list[Check
         checks += [
             post.rows_without_uuid(cur, plan, table),
             post.mappings_one_per_row(cur, plan, table, rows),
+            post.mappings_of_deleted_rows(cur, plan, table),
             post.uuid_index_valid(cur, plan, table),
             *post.extra_columns_present(cur, plan, table),
         ]
