@@ -121,8 +121,10 @@ def run_statement(cur: Any, statement: Any, lock_timeout_ms: int) -> tuple[int, 
     session_replication_role cannot be set), and it waits at most `lock_timeout_ms` for a
     row the application holds, so the application never waits long behind it; the lock
     timeout ends with the statement (the ledger row after it is the batch's own)."""
-    cur.execute("SELECT set_config(%s, 'on', true)", (BATCH_SETTING,))
-    cur.execute("SET LOCAL lock_timeout = %s", (lock_timeout_ms,))
+    cur.execute(  # one round trip for both
+        "SELECT set_config(%s, 'on', true), set_config('lock_timeout', %s, true)",
+        (BATCH_SETTING, f"{int(lock_timeout_ms)}ms"),
+    )
     cur.execute(statement)
     rows, mappings, orphans = cur.fetchone()
     cur.execute("SET LOCAL lock_timeout = 0")
