@@ -268,3 +268,28 @@ def _assert_migrated_in(conn, home: str, schema: str, table: str, name: str) -> 
         (name,),
     )
     assert missing == 0, (schema, table, missing)
+
+
+def test_a_foreign_key_a_plan_file_leaves_out_is_said_before_the_run(conn, settings, tmp_path):
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE users (id text PRIMARY KEY);"
+            "CREATE TABLE posts (id text PRIMARY KEY, user_id text REFERENCES users);"
+            "INSERT INTO users SELECT 'u' || i FROM generate_series(1, 30) i;"
+            "INSERT INTO posts SELECT 'p' || i, 'u' || (1 + i % 30) FROM generate_series(1, 40) i"
+        )
+    plan = tmp_path / "plan.toml"
+    plan.write_text('[[tables]]\nname = "users"\n')  # posts.user_id is left out
+    out = io.StringIO()
+
+    result = commands.run(settings, plan_file=str(plan), workers=1, out=out)
+
+    assert result.status == RunStatus.SUCCEEDED
+    assert (
+        "not migrated: foreign key public.posts(user_id) -> public.users [posts_user_id_fkey]: "
+        "not in the plan file" in out.getvalue()
+    )
+    report = status_command.status(settings)["validation"]
+    assert [c["table"] for c in report["checks"] if c["name"] == "not_migrated"] == [
+        "public.posts(user_id) -> public.users [posts_user_id_fkey]"
+    ]

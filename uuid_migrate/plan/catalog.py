@@ -11,6 +11,7 @@ from uuid_migrate.identifiers import LEDGER_SCHEMA, regclass_text
 from uuid_migrate.plan.collations import compare_as_foreign_keys
 from uuid_migrate.plan.discovery import schema_exists
 from uuid_migrate.plan.found import STRING_TYPES
+from uuid_migrate.plan.left_out import left_out
 from uuid_migrate.plan.model import Plan, Table, validate
 
 _TYPE_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_ ]*(\(\s*\d+(\s*,\s*\d+)?\s*\))?(\[\])?$")
@@ -89,7 +90,8 @@ def resolve(cur: Any, plan: Plan) -> Plan:
     if refused:
         rel, reason = refused[0]
         raise PlanError(f"relation {rel.table}.{rel.column} -> {rel.parent}: {reason}")
-    return validate(resolved)
+    resolved = validate(resolved)
+    return replace(resolved, skipped=resolved.skipped + left_out(cur, resolved))
 
 
 def _resolve_table(cur: Any, where: tuple[str, str], table: Table, keys: dict) -> Table:
