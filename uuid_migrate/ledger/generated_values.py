@@ -10,24 +10,9 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import LEDGER_SCHEMA, qualified
+from uuid_migrate.ledger.tables import table_exists
 
 GENERATED_TABLE = qualified(LEDGER_SCHEMA, "generated_values")
-
-CREATE_SQL = """
-CREATE TABLE IF NOT EXISTS uuid_migration.generated_values (
-    run_id     text NOT NULL,
-    table_name text NOT NULL,
-    old_id     text NOT NULL,
-    new_id     uuid NOT NULL,
-    PRIMARY KEY (run_id, table_name, old_id)
-);
-"""
-
-
-def ensure(cur: Any) -> None:
-    if not _exists(cur):
-        cur.execute(CREATE_SQL)
-
 
 def generated_insert(run_id: str, table: str) -> sql.Composed:
     """`INSERT ... RETURNING 1` for a CTE of the batch statement: the rows of `upd` whose
@@ -40,7 +25,7 @@ def generated_insert(run_id: str, table: str) -> sql.Composed:
 
 def tables_of(cur: Any, run_ids: list[str]) -> list[tuple[str, str]]:
     """(run, table) pairs with generated values recorded."""
-    if not _exists(cur):
+    if not table_exists(cur, "generated_values"):
         return []
     cur.execute(
         "SELECT DISTINCT run_id, table_name FROM uuid_migration.generated_values "
@@ -67,7 +52,3 @@ def clear_chunk(
     )
     return int(cur.fetchone()[0])
 
-
-def _exists(cur: Any) -> bool:
-    cur.execute("SELECT to_regclass('uuid_migration.generated_values') IS NOT NULL")
-    return bool(cur.fetchone()[0])

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from uuid_migrate.identifiers import LEDGER_SCHEMA
-from uuid_migrate.ledger import generated_values, throttles
 
 __all__ = ["LEDGER_SCHEMA", "ensure_schema", "ensure_worker_parts", "ledger_exists", "table_exists"]
 
@@ -161,6 +160,34 @@ CREATE TABLE IF NOT EXISTS uuid_migration.added_mappings (
 """
 
 
+#: The UUIDs batches drew into an adopted uuid_id (see `generated_values`).
+_GENERATED_VALUES_SQL = """
+CREATE TABLE IF NOT EXISTS uuid_migration.generated_values (
+    run_id     text NOT NULL,
+    table_name text NOT NULL,
+    old_id     text NOT NULL,
+    new_id     uuid NOT NULL,
+    PRIMARY KEY (run_id, table_name, old_id)
+);
+"""
+
+#: A run's row budget (see `throttles`).
+_THROTTLES_SQL = """
+CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
+    run_id              text PRIMARY KEY,
+    max_rows_per_second integer NOT NULL CHECK (max_rows_per_second >= 0),
+    updated_at          timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+#: Ledger tables later versions added, created where a ledger lacks them.
+_LATER_TABLES = {
+    "added_mappings": _ADDED_MAPPINGS_SQL,
+    "generated_values": _GENERATED_VALUES_SQL,
+    "throttles": _THROTTLES_SQL,
+}
+
+
 def ensure_schema(cur: Any) -> None:
     """Create what is missing, part by part. A part that is there is left alone: ALTER TABLE
     and CREATE TRIGGER would lock the batches table against the workers of a resumed run."""
@@ -181,10 +208,9 @@ def ensure_worker_parts(cur: Any) -> None:
     """What the batches and index builds of this version write to and a ledger begun by an
     older version lacks; workers call this too, so they can take over such a run."""
     ensure_step_order(cur)
-    generated_values.ensure(cur)
-    throttles.ensure(cur)
-    if not table_exists(cur, "added_mappings"):
-        cur.execute(_ADDED_MAPPINGS_SQL)
+    for name, create in _LATER_TABLES.items():
+        if not table_exists(cur, name):
+            cur.execute(create)
 
 
 def ensure_step_order(cur: Any) -> None:

@@ -5,19 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CREATE_SQL = """
-CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
-    run_id              text PRIMARY KEY,
-    max_rows_per_second integer NOT NULL CHECK (max_rows_per_second >= 0),
-    updated_at          timestamptz NOT NULL DEFAULT now()
-);
-"""
-
-
-def ensure(cur: Any) -> None:
-    cur.execute("SELECT to_regclass('uuid_migration.throttles') IS NOT NULL")
-    if not cur.fetchone()[0]:
-        cur.execute(CREATE_SQL)
+from uuid_migrate.ledger.tables import table_exists
 
 
 def set_rate(cur: Any, run_id: str, rows_per_second: int) -> None:
@@ -32,8 +20,7 @@ def set_rate(cur: Any, run_id: str, rows_per_second: int) -> None:
 
 def rate_of(cur: Any, run_id: str) -> int:
     """The run's budget in rows per second; 0 when it has none (or the ledger predates it)."""
-    cur.execute("SELECT to_regclass('uuid_migration.throttles') IS NOT NULL")
-    if not cur.fetchone()[0]:
+    if not table_exists(cur, "throttles"):
         return 0
     cur.execute("SELECT max_rows_per_second FROM uuid_migration.throttles WHERE run_id = %s", (run_id,))
     row = cur.fetchone()
