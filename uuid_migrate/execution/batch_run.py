@@ -56,10 +56,11 @@ def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list
     """The batch and, if it is or becomes split, its halves; one outcome per ledger batch."""
     try:
         conn = ctx.connect()
-        with conn.cursor() as cur:
+        with conn.cursor() as cur:  # one transaction: the ledger, the plan, the run's state
             known = tables.ledger_exists(cur) and batch.plan_of_run(cur, run_id)
+            state = runs.run_state(cur, run_id) if known else None
         conn.commit()
-        status = wait_while_paused(conn, run_id, ctx.sleep) if known else None
+        status = wait_while_paused(conn, run_id, ctx.sleep, state) if known else None
     except _DB_ERRORS as exc:
         ctx.reset()
         return [BatchOutcome(run_id, stage_name, "", batch_no, "unknown", error=retrying.one_line(exc))]
@@ -243,14 +244,20 @@ def _end(base: BatchOutcome, started: float, status: str, **changes: Any) -> Bat
 
 
 def wait_while_paused(
-    conn: Any, run_id: str, sleep: Callable[[float], None] = time.sleep
+    conn: Any,
+    run_id: str,
+    sleep: Callable[[float], None] = time.sleep,
+    state: tuple[str | None, bool] | None = None,
 ) -> str | None:
     """Block while the run is paused, holding the unacknowledged message (with prefetch 1 no
-    worker reserves more); then return the run's status (None if unknown)."""
+    worker reserves more); then return the run's status (None if unknown). `state`: the
+    run's (status, paused) as just read, so the first look costs no round trip."""
     while True:
-        with conn.cursor() as cur:
-            status, paused = runs.run_state(cur, run_id)
-        conn.commit()
+        if state is None:
+            with conn.cursor() as cur:
+                state = runs.run_state(cur, run_id)
+            conn.commit()
+        (status, paused), state = state, None
         if not paused or status not in ACTIVE_RUN_STATES:
             return status
         sleep(PAUSE_POLL_S)

@@ -4,6 +4,13 @@ It assigns `uuid_id` where missing, translates each reference from the parent's 
 writes the new mappings and records orphans, all in one statement so that it commits (with
 the ledger row) or not at all. Re-running it changes nothing: only rows without a UUID or with
 a translation that differs from the parent's are written, and mappings are unique per old id.
+
+The mapping insert comes in two forms. `guarded`, it skips an old id mapped already (ON
+CONFLICT DO NOTHING); unguarded, it is a plain insert, which costs a tenth less per batch (no
+speculative insertion: one index probe and one WAL record fewer per row) and fails on such an
+id instead, so the caller runs it under a savepoint and falls back to the guarded form. A row
+the statement writes has no `uuid_id`, so its old id is mapped only where the application left
+a mapping behind; an adopted `uuid_id` maps rows it keeps too, and always takes the guard.
 """
 
 from __future__ import annotations
@@ -33,11 +40,15 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
     )
 
 
-def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
-    """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
+def batch_statement(
+    plan: Plan, stage: Stage, run_id: str, key_range: KeyRange, guarded: bool = True
+) -> sql.Composed:
+    """One statement; its single result row is (rows written, mappings added, orphans recorded).
+    Unguarded, it fails with a unique violation on id_mappings where an old id is mapped."""
     ctes = [_update_cte(plan, stage, key_range)]
+    guarded = guarded or _adopts_uuid(plan, stage)
     ctes.append(
-        _mapping_cte(plan, stage, run_id, _mapped_rows(plan, stage, key_range))
+        _mapping_cte(plan, stage, run_id, _mapped_rows(plan, stage, key_range), guarded)
         if stage.assigns_uuid
         else _empty_cte("mapped")
     )
@@ -122,17 +133,19 @@ def _mapped_rows(plan: Plan, stage: Stage, key_range: KeyRange) -> sql.Composabl
     )  # fmt: skip
 
 
-def _mapping_cte(plan: Plan, stage: Stage, run_id: str, rows: sql.Composable) -> sql.Composed:
+def _mapping_cte(
+    plan: Plan, stage: Stage, run_id: str, rows: sql.Composable, guarded: bool
+) -> sql.Composed:
     """The new mappings; in an id_mappings that was there before the migration, each row
     inserted is also noted in the ledger, so rollback removes exactly those."""
     return sql.SQL(
         "mapped AS (INSERT INTO {mappings} AS m (table_name, old_id, new_id) "
-        "SELECT {name}, old_id, new_id FROM {rows} "
-        "ON CONFLICT (table_name, old_id) DO NOTHING RETURNING {returned}), {noted}"
+        "SELECT {name}, old_id, new_id FROM {rows} {guard}RETURNING {returned}), {noted}"
     ).format(
         mappings=qualified(plan.schema, MAPPING_TABLE),
         name=sql.Literal(stage.table),
         rows=rows,
+        guard=sql.SQL("ON CONFLICT (table_name, old_id) DO NOTHING " if guarded else ""),
         returned=added_mappings.RETURNED,
         noted=added_mappings.note_cte(run_id, "mapped"),
     )

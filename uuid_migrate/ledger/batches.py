@@ -13,7 +13,7 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 from uuid_migrate.ledger import error_records
-from uuid_migrate.ledger.states import BatchStatus
+from uuid_migrate.ledger.states import FENCED_RUN_STATES, BatchStatus
 from uuid_migrate.plan.ranges import KeyRange
 
 _WHERE_BATCH = "WHERE run_id = %s AND stage = %s AND batch_no = %s"
@@ -74,9 +74,10 @@ def between(cur: Any, run_id: str, stage: str, first: int, end: int) -> list[Bat
     return [Batch(run_id, stage, *row) for row in cur.fetchall()]
 
 
-def lock(cur: Any, run_id: str, stage: str, batch_no: int) -> Batch | None:
-    """The batch, row-locked until the transaction ends: two deliveries of it serialise here."""
-    found = lock_with_planned_rows(cur, run_id, stage, batch_no)
+def lock(cur: Any, run_id: str, stage: str, batch_no: int, before: str = "") -> Batch | None:
+    """The batch, row-locked until the transaction ends: two deliveries of it serialise here.
+    `before`: statements (SET LOCAL ...) sent in the same round trip, ahead of the lock."""
+    found = lock_with_planned_rows(cur, run_id, stage, batch_no, before)
     return found[0] if found else None
 
 
@@ -90,16 +91,43 @@ def planned_rows(cur: Any, run_id: str, stage: str, batch_no: int) -> int:
 
 
 def lock_with_planned_rows(
-    cur: Any, run_id: str, stage: str, batch_no: int
+    cur: Any, run_id: str, stage: str, batch_no: int, before: str = ""
 ) -> tuple[Batch, int] | None:
     """`lock`, and the rows the batch held when it was planned."""
     cur.execute(
-        "SELECT lower_bound, upper_bound, status, attempts, planned_rows "
+        before + "SELECT lower_bound, upper_bound, status, attempts, planned_rows "
         f"FROM uuid_migration.batches {_WHERE_BATCH} FOR UPDATE",
         (run_id, stage, batch_no),
     )
     row = cur.fetchone()
     return (Batch(run_id, stage, batch_no, *row[:4]), int(row[4])) if row else None
+
+
+#: The run's fence and the batch's lock, one round trip. The run's row FOR KEY SHARE first
+#: (as `runs.run_is_fenced`: a rollback's FOR UPDATE waits for this transaction), then the
+#: batch FOR UPDATE with the run's status read by that later statement, so after the fence.
+_FENCED_LOCK = (
+    "SELECT 1 FROM uuid_migration.runs WHERE run_id = %(run)s FOR KEY SHARE; "
+    "SELECT b.lower_bound, b.upper_bound, b.status, b.attempts, b.planned_rows, "
+    "(SELECT r.status FROM uuid_migration.runs AS r WHERE r.run_id = %(run)s) "
+    "FROM uuid_migration.batches AS b "
+    "WHERE b.run_id = %(run)s AND b.stage = %(stage)s AND b.batch_no = %(no)s FOR UPDATE OF b"
+)
+
+
+def lock_unless_fenced(
+    cur: Any, batch: Batch, before: str = "", params: dict[str, Any] | None = None
+) -> tuple[Batch, int] | None:
+    """`lock_with_planned_rows` behind the run's fence; None when the run is gone or being
+    rolled back, or the batch is not there. `before` (with `params`): statements sent ahead."""
+    cur.execute(
+        before + _FENCED_LOCK,
+        {**(params or {}), "run": batch.run_id, "stage": batch.stage, "no": batch.batch_no},
+    )
+    row = cur.fetchone()
+    if row is None or row[5] is None or row[5] in FENCED_RUN_STATES:
+        return None
+    return Batch(batch.run_id, batch.stage, batch.batch_no, *row[:4]), int(row[4])
 
 
 def start_attempt(cur: Any, batch: Batch, worker: str) -> Batch:
@@ -113,11 +141,11 @@ def start_attempt(cur: Any, batch: Batch, worker: str) -> Batch:
     return Batch(batch.run_id, batch.stage, batch.batch_no, *cur.fetchone())
 
 
-def succeed(cur: Any, batch: Batch, rows: int) -> None:
+def succeed(cur: Any, batch: Batch, rows: int, before: str = "") -> None:
     """running -> succeeded, in the batch's own transaction. clock_timestamp(): now() is the
-    transaction's start, before the batch's work."""
+    transaction's start, before the batch's work. `before`: statements sent ahead of it."""
     cur.execute(
-        "UPDATE uuid_migration.batches SET status = 'succeeded', rows = %s, "
+        before + "UPDATE uuid_migration.batches SET status = 'succeeded', rows = %s, "
         f"finished_at = clock_timestamp(), last_error = NULL {_WHERE_BATCH}",
         (rows, *batch.ids()),
     )

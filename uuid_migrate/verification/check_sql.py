@@ -33,14 +33,17 @@ def table_names(plan: Plan, table: str) -> dict[str, sql.Composable]:
 
 
 def offending(
-    cur: Any, source: sql.Composable, key: sql.Composable, params: tuple[Any, ...] = ()
-) -> tuple[int, list[str]]:
+    cur: Any, source: sql.Composable, key: sql.Composable, params: tuple[Any, ...] = (),
+    found: int | None = None,
+) -> tuple[int, list[str]]:  # fmt: skip
     """(how many rows `source` yields, the first few of their `key` as text).
 
-    `source` is a FROM clause (tables, joins, WHERE); `key` an expression over it.
+    `source` is a FROM clause (tables, joins, WHERE); `key` an expression over it. With
+    `found` (counted already, by a table's scan), only the sample is looked for, if any.
     """
-    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(source), params)
-    found = int(cur.fetchone()[0])
+    if found is None:
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(source), params)
+        found = int(cur.fetchone()[0])
     if not found:
         return 0, []
     cur.execute(

@@ -14,7 +14,7 @@ from psycopg2 import sql
 from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import added_mappings, figures, reports, runs, snapshots, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
-from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan
+from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.schema.steps import CreateMappingTable
 from uuid_migrate.verification import post_checks as post
 from uuid_migrate.verification import snapshot
@@ -32,6 +32,7 @@ from uuid_migrate.verification.report import (
     notice,
     verdict,
 )
+from uuid_migrate.verification.table_scan import TableScan, mappings_by_table, scan_table
 
 _PHASE_OF_STATUS = {
     RunStatus.SUCCEEDED: POST,
@@ -50,7 +51,11 @@ def phase_of(run: dict[str, Any] | None) -> str:
 
 def baseline_report(cur: Any, plan: Plan) -> dict[str, Any]:
     checks, present = baseline_checks(cur, plan)
-    tables = {t.name: _figures(cur, plan, t.name, None) for t in plan.migrated() if t.name in present}
+    tables = {
+        t.name: _figures(cur, t.name, _counted(cur, plan, t.name), None)
+        for t in plan.migrated()
+        if t.name in present
+    }
     return build_report(PRE, checks, tables)
 
 
@@ -58,22 +63,45 @@ def post_migration_report(
     cur: Any, plan: Plan, run_id: str | None, finished: set[str] | None = None
 ) -> dict[str, Any]:
     """Checks after a run; with `finished`, of a run in progress whose finished stages those are."""
+    # Scans and hash joins over whole tables: compiling them (JIT) costs more than it saves.
+    cur.execute("SELECT set_config('jit', 'off', true)")
     checks: list[CheckResult] = []
     done = {t.name for t in plan.tables} if finished is None else finished
+    checked = [r for r in plan.relations if r.table in done and _references_done(plan, r.table, done)]
+    scans = _scans(cur, plan, checked)
+    complete = [t.name for t in plan.migrated() if t.name in done and scans[t.name].mapped is not None]
+    mapped = mappings_by_table(cur, plan, complete)
     for table in plan.migrated():
-        checks += _uuid_checks(cur, plan, table.name, complete=table.name in done)
-    for rel in plan.relations:
-        if rel.table in done and _references_done(plan, rel.table, done):
-            checks += [
-                post.references_translated(cur, plan, rel),
-                post.orphans_recorded(cur, plan, rel),
-            ]
+        checks += _uuid_checks(cur, plan, table.name, scans[table.name], mapped.get(table.name))
+    for rel in checked:
+        counts = scans[rel.table].relations[_position(plan, rel, checked)]
+        checks += [
+            post.references_translated(cur, plan, rel, counts.untranslated),
+            post.orphans_recorded(cur, plan, rel, counts.unrecorded),
+        ]
     if run_id is not None:
         states = _UNFINISHED if finished is None else (BatchStatus.FAILED,)
         checks.append(post.batches_finished(cur, run_id, states))
-    tables = {t.name: _figures(cur, plan, t.name, run_id) for t in plan.migrated()}
+    tables = {t.name: _figures(cur, t.name, scans[t.name], run_id) for t in plan.migrated()}
     phase = POST if finished is None else IN_PROGRESS
     return build_report(phase, checks + left_alone(plan), tables)
+
+
+def _scans(cur: Any, plan: Plan, checked: list[Relation]) -> dict[str, TableScan]:
+    """One scan of each migrated table, and of each table with a reference to check."""
+    names = [t.name for t in plan.migrated()]
+    names += [r.table for r in checked if r.table not in names]
+    scans = {}
+    for name in dict.fromkeys(names):
+        with_uuid = plan.table(name).migrate and column_exists(cur, *plan.where(name), UUID_COLUMN)
+        relations = tuple(r for r in checked if r.table == name)
+        scans[name] = scan_table(cur, plan, name, with_uuid, relations)
+    return scans
+
+
+def _position(plan: Plan, rel: Relation, checked: list[Relation]) -> int:
+    """Where a reference's counts are among its table's scan."""
+    return [r for r in checked if r.table == rel.table].index(rel)
 
 
 def rolled_back_report(cur: Any, plan: Plan, run_ids: list[str]) -> dict[str, Any]:
@@ -112,16 +140,23 @@ def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
     return report
 
 
-def _uuid_checks(cur: Any, plan: Plan, table: str, complete: bool) -> list[CheckResult]:
-    if not column_exists(cur, *plan.where(table), UUID_COLUMN):
+def _uuid_checks(
+    cur: Any, plan: Plan, table: str, scan: TableScan, mappings: int | None
+) -> list[CheckResult]:
+    """The checks of a table's `uuid_id` and mappings, from its scan; those of completeness
+    only when the table is finished (`mappings`: how many id_mappings rows it has)."""
+    if scan.mapped is None:
         return [verdict("uuid_column", table, UUID_COLUMN, "missing", [UUID_COLUMN])]
-    checks = [post.uuid_unique(cur, plan, table), post.mappings_agree(cur, plan, table)]
-    if complete:
-        rows = count_rows(cur, plan, table)
+    checks = [
+        post.uuid_unique(cur, plan, table, all_agree=scan.disagreeing == 0),
+        post.mappings_agree(cur, plan, table, scan.disagreeing),
+    ]
+    if mappings is not None:
+        rows = scan.total
         checks += [
-            post.rows_without_uuid(cur, plan, table),
-            post.mappings_one_per_row(cur, plan, table, rows),
-            post.mappings_of_deleted_rows(cur, plan, table),
+            post.rows_without_uuid(cur, plan, table, rows - scan.migrated),
+            post.mappings_one_per_row(cur, plan, table, rows, scan.mapped),
+            post.mappings_of_deleted_rows(cur, plan, table, mappings - scan.mapped),
             post.uuid_index_valid(cur, plan, table),
             *post.extra_columns_present(cur, plan, table),
         ]
@@ -142,17 +177,22 @@ def _finished_tables(cur: Any, run_id: str) -> set[str]:
     return {table for table, ok in by_table.items() if ok}
 
 
-def _figures(cur: Any, plan: Plan, table: str, run_id: str | None) -> dict[str, Any]:
-    """Per table: total, migrated, failed (rows of failed batches), duration (ms)."""
+def _counted(cur: Any, plan: Plan, table: str) -> TableScan:
+    """Rows, and rows with a `uuid_id` (none without the column), before any mapping."""
     has_uuid = column_exists(cur, *plan.where(table), UUID_COLUMN)
     counted = sql.Identifier(UUID_COLUMN) if has_uuid else sql.SQL("NULL")
     cur.execute(
         sql.SQL("SELECT count(*), count({}) FROM {}").format(counted, plan.qualified(table))
     )
     total, migrated = (int(v) for v in cur.fetchone())
+    return TableScan(total, migrated)
+
+
+def _figures(cur: Any, table: str, scan: TableScan, run_id: str | None) -> dict[str, Any]:
+    """Per table: total, migrated, failed (rows of failed batches), duration (ms)."""
     return {
-        "total": total,
-        "migrated": migrated,
+        "total": scan.total,
+        "migrated": scan.migrated or 0,
         "failed": None if run_id is None else figures.table_failed_rows(cur, run_id, table),
         "duration": None if run_id is None else figures.table_duration_ms(cur, run_id, table),
     }
