@@ -9,11 +9,24 @@ from celery import signals
 from config.celery import make_app
 from config.logs import configure_logging, mask_all_handlers
 from config.settings import load_settings, producer_pid
-from worker import watchdog
+from worker import dispatch, watchdog
 
 settings = load_settings()
 app = make_app(settings)
 app.conf.include = ["worker.tasks"]
+#: Tasks sent once per batch, page or reconciler pass keep no result key in Redis: nothing
+#: reads one (the ledger is the truth; Flower shows results from events), and one key per
+#: batch kept for `result_expires` would grow Redis with the table. A chord still completes:
+#: with the Redis backend a header task's result goes to the chord's own join list
+#: (`on_chord_part_return` runs whether or not the result is stored), which Celery deletes
+#: once it has sent the callback. Validate and retry, once per run, keep theirs.
+app.conf.task_annotations = {
+    name: {"ignore_result": True}
+    for name in (
+        dispatch.BATCH_TASK, dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK,
+        dispatch.RECONCILE_TASK,
+    )
+}
 
 
 @signals.setup_logging.connect
