@@ -48,12 +48,19 @@ def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
     }
 
 
-def closing_seconds(cur: Any, run_id: str) -> dict[str, float]:
-    """Per table: its last batch's end to its stage's end (final sweep, unique index)."""
+def closing_seconds(cur: Any, run_id: str) -> dict[str, tuple[float, float]]:
+    """Per table, seconds from its last batch's end to its unique index's record in the
+    ledger (written once the build is done) and to its stage's end (after the final sweep)."""
     cur.execute(
-        "SELECT s.table_name, extract(epoch FROM max(s.finished_at) - max(b.finished_at))::float8 "
-        "FROM uuid_migration.stages s JOIN uuid_migration.batches b USING (run_id, stage) "
-        "WHERE s.run_id = %s GROUP BY 1",
-        (run_id,),
+        "WITH last AS (SELECT s.table_name, max(b.finished_at) AS batch_end, "
+        "max(s.finished_at) AS stage_end FROM uuid_migration.stages s "
+        "JOIN uuid_migration.batches b USING (run_id, stage) WHERE s.run_id = %s GROUP BY 1), "
+        "idx AS (SELECT step->>'table' AS table_name, max(applied_at) AS built "
+        "FROM uuid_migration.ddl_steps WHERE run_id = %s AND step->>'kind' = 'unique_index' "
+        "GROUP BY 1) "
+        "SELECT l.table_name, extract(epoch FROM coalesce(i.built, l.batch_end) - l.batch_end)::float8, "
+        "extract(epoch FROM l.stage_end - l.batch_end)::float8 "
+        "FROM last l LEFT JOIN idx i USING (table_name)",
+        (run_id, run_id),
     )
-    return {t: float(s or 0.0) for t, s in cur.fetchall()}
+    return {t: (float(i or 0.0), float(s or 0.0)) for t, i, s in cur.fetchall()}
