@@ -14,18 +14,13 @@ from worker import dispatch, watchdog
 settings = load_settings()
 app = make_app(settings)
 app.conf.include = ["worker.tasks"]
-#: Tasks sent once per batch, page or reconciler pass keep no result key in Redis: nothing
-#: reads one (the ledger is the truth; Flower shows results from events), and one key per
-#: batch kept for `result_expires` would grow Redis with the table. A chord still completes:
-#: with the Redis backend a header task's result goes to the chord's own join list
-#: (`on_chord_part_return` runs whether or not the result is stored), which Celery deletes
-#: once it has sent the callback. Validate and retry, once per run, keep theirs.
+#: The callbacks of pages and the reconciler's passes keep no result key in Redis: nothing
+#: reads one (the ledger is the truth; Flower shows results from events), and kept for
+#: `result_expires` they would pile up with the run's length. A page's batches keep none
+#: either, by their messages (worker/dispatch.py); validate and retry, once per run, do.
 app.conf.task_annotations = {
     name: {"ignore_result": True}
-    for name in (
-        dispatch.BATCH_TASK, dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK,
-        dispatch.RECONCILE_TASK,
-    )
+    for name in (dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK, dispatch.RECONCILE_TASK)
 }
 
 
