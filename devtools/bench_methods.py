@@ -96,7 +96,8 @@ def describe_samples(s: Samples) -> dict[str, Any]:
         "rss": ", ".join(f"{role} {mb:.0f} MB" for role, mb in sorted(s.rss_mb.items())),
         "redis": (
             f"used_memory {s.redis_before:.1f} MB before, peak sampled {s.redis_peak:.1f} MB, "
-            f"{s.redis_after:.1f} MB after; keys {s.redis_keys[0]:,} before, "
+            f"{s.redis_after:.1f} MB after (used_memory_peak since the server started "
+            f"{s.redis_server_peak:.1f} MB); keys {s.redis_keys[0]:,} before, "
             f"{s.redis_keys[1]:,} after (the server is shared)"
         ),
         "left": ", ".join(f"{k} {v:,}" for k, v in s.run_keys.items()),

@@ -34,6 +34,7 @@ class Samples:
     redis_before: float = 0.0  # MB used at the start
     redis_peak: float = 0.0  # highest MB sampled
     redis_after: float = 0.0  # MB used once the run ended
+    redis_server_peak: float = 0.0  # INFO used_memory_peak: the server's, since it started
     redis_keys: tuple[int, int] = (0, 0)  # DBSIZE before, after
     run_keys: dict[str, int] = field(default_factory=dict)  # what of the run stays, by kind
     cpu_s: dict[str, float] = field(default_factory=dict)  # "database", "tool"
@@ -72,6 +73,7 @@ class Sampler:
         s.span_s = time.perf_counter() - self._started
         s.machine_busy = psutil.cpu_percent() / 100
         s.redis_after, s.redis_keys = self._redis_mb(), (s.redis_keys[0], self.redis.dbsize())
+        s.redis_server_peak = float(self.redis.info("memory")["used_memory_peak"]) / 2**20
         for group, first, last in self._cpu.values():
             s.cpu_s[group] = s.cpu_s.get(group, 0.0) + last - first
         if self._conn is not None:
