@@ -49,13 +49,14 @@ def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
 
 
 def closing_seconds(cur: Any, run_id: str) -> dict[str, tuple[float, float]]:
-    """Per table, seconds from its last batch's end to its unique index's record in the
-    ledger (written once the build is done) and to its stage's end (after the final sweep)."""
+    """Per table, seconds from its last batch's end to its unique index's first record in
+    the ledger (written once the build is done; a callback run twice records it again) and
+    to its stage's end (after the final sweep)."""
     cur.execute(
         "WITH last AS (SELECT s.table_name, max(b.finished_at) AS batch_end, "
         "max(s.finished_at) AS stage_end FROM uuid_migration.stages s "
         "JOIN uuid_migration.batches b USING (run_id, stage) WHERE s.run_id = %s GROUP BY 1), "
-        "idx AS (SELECT step->>'table' AS table_name, max(applied_at) AS built "
+        "idx AS (SELECT step->>'table' AS table_name, min(applied_at) AS built "
         "FROM uuid_migration.ddl_steps WHERE run_id = %s AND step->>'kind' = 'unique_index' "
         "GROUP BY 1) "
         "SELECT l.table_name, extract(epoch FROM coalesce(i.built, l.batch_end) - l.batch_end)::float8, "
