@@ -26,8 +26,6 @@ from typing import Any
 
 from devtools import bench_cuts, bench_data, bench_plot, bench_report, bench_safety, bench_scale
 from devtools.bench_methods import plain_sql, run_tool
-from uuid_migrate import db
-from uuid_migrate.ledger import runs, timeline
 
 FIGURE = Path("docs/benchmark.png")
 #: Where a further measurement (e.g. the tool under an application's writes,
@@ -60,8 +58,6 @@ def measure_size(server: str, users: int, args: argparse.Namespace, last: bool) 
             log(f"({users:,}) uuid-migrate run --workers {args.workers} --wait")
             result["tool"] = run_tool(url, args.redis_url, args.workers)
             bench_data.check(url, counts, size.orphans)
-            with db.connection(url) as conn, conn.cursor() as cur:
-                result["closing"] = timeline.closing_seconds(cur, runs.latest_run(cur)["run_id"])
             if "baseline" in result:
                 result["safety"] = [result["baseline"], *bench_safety.after_run(url)]
         result["extra"] = [hook(server, name, args) for hook in EXTRA_SECTIONS]

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from devtools import bench_plain
-from devtools.bench_phases import Batch, ledger_batches, tool_phases
+from devtools.bench_phases import Batch, closing, ledger_batches, tool_phases
 from devtools.bench_sampler import Sampler, Samples
 from uuid_migrate import db
 from uuid_migrate.ledger import runs
@@ -38,6 +38,7 @@ class Measured:
     phases: dict[str, float] = field(default_factory=dict)
     batches: list[Batch] = field(default_factory=list)  # table, start, end (s from t0), rows
     samples: Samples | None = None
+    closing: dict[str, dict[str, float | None]] = field(default_factory=dict)  # per table
     notes: list[str] = field(default_factory=list)
 
 
@@ -74,9 +75,10 @@ def run_tool(
             raise SystemExit("bench: uuid-migrate exited 0 but the ledger has no finished run")
         phases = tool_phases(cur, run, logs, (launched, samples.worker_started, samples.workers_gone, ended))
         batches = ledger_batches(cur, run["run_id"], launched)
+        closed = closing(cur, run["run_id"], logs)
     samples.run_keys = leftovers(redis_url, run["run_id"], logs)
     label = " ".join(["`uuid-migrate run", f"--workers {workers}", "--wait", *extra]) + "`"
-    return Measured(label, seconds, phases, batches, samples)
+    return Measured(label, seconds, phases, batches, samples, closing=closed)
 
 
 def leftovers(redis_url: str, run_id: str, logs: str) -> dict[str, int]:

@@ -20,8 +20,10 @@ The phases follow one another, so they add up to the run's wall time:
   process was seen (sampled every 0.1 s);
 - producer exit: from there to the producer's exit.
 
-Each table's own closing (last batch end to the stage's `finished_at`: final sweep, unique
-index) is given too; those overlap other tables' batches.
+Each table's own closing is given too (`closing`), overlapping other tables' batches: from
+its last batch to the start of the callback that closed it (a page's callback waits in the
+queue behind the batches already sent), that callback's unique index build (to the index's
+record in the ledger), and its final sweep (to the stage's end).
 """
 
 from __future__ import annotations
@@ -124,3 +126,25 @@ def _marks(cur: Any, run_id: str) -> dict[str, float]:
     triggers = m["first_trigger"] or ddl
     return {"snapshots": snapshots, "ddl": ddl, "triggers": triggers,
             "planned": m["last_trigger"] or triggers}
+
+
+#: The tasks that close a stage: a page's callback, a re-sent page's, a reconciler pass.
+CLOSERS = ("page_done", "stage_check", "reconcile")
+
+
+def closing(cur: Any, run_id: str, logs: str) -> dict[str, dict[str, float | None]]:
+    """Per table: waiting for the callback, its index build, its sweep (seconds; None when
+    the logs do not show which task closed it)."""
+    tasks = task_times(logs)
+    spans = [span for name in CLOSERS for span in tasks.get(name, [])]
+    result: dict[str, dict[str, float | None]] = {}
+    for table, (batch_end, built, stage_end) in timeline.closing_times(cur, run_id).items():
+        mark = built or stage_end
+        closer = min((s for s, e in spans if mark is not None and s <= mark <= e + 0.01),
+                     default=None)
+        result[table] = {
+            "waiting for the callback": None if closer is None else max(closer - batch_end, 0.0),
+            "unique index": None if closer is None or built is None else built - closer,
+            "sweep": None if built is None or stage_end is None else max(stage_end - built, 0.0),
+        }
+    return result

@@ -86,21 +86,24 @@ def size_section(size: dict[str, Any], workers: int) -> str:
         p, t = plain.phases.get(name), tool.phases.get(name)
         out.append(f"| {name} | {_s(p)} | {_s(t)} |")
     out.append(f"| **total** | **{plain.seconds:.1f}** | **{tool.seconds:.1f}** |")
-    out += ["", "| table | rows | plain SQL rows/s | uuid-migrate rows/s | "
-            "uuid-migrate: last batch to unique index built s | last batch to stage end s |",
-            "|---|---|---|---|---|---|"]
+    out += ["", "| table | rows | plain SQL rows/s | uuid-migrate rows/s | uuid-migrate after the "
+            "table's last batch: waiting for the callback s | unique index s | sweep s |",
+            "|---|---|---|---|---|---|---|"]
     for table in TABLES:
-        index_s, stage_s = size["closing"].get(table, (None, None))
+        c = tool.closing.get(table, {})
         out.append(
             f"| {table} | {counts[table]:,} | {_rate(plain.batches, table)} | "
-            f"{_rate(tool.batches, table)} | {_s(index_s)} | {_s(stage_s)} |"
+            f"{_rate(tool.batches, table)} | {_s(c.get('waiting for the callback'))} | "
+            f"{_s(c.get('unique index'))} | {_s(c.get('sweep'))} |"
         )
     out += [
         "",
         "Rows/s per table: its rows over its first batch's start to its last batch's end. "
-        "After its last batch a table's stage builds its unique index on `uuid_id` (recorded "
-        "in the ledger once built), sweeps, and ends; these overlap other tables' batches, "
-        "and make up the hand-offs and the closing phases above.",
+        "After a table's last batch, the callback that closes its stage (the page's, or a "
+        "reconciler pass) waits in the queue behind the batches already sent, builds the "
+        "table's unique index on `uuid_id` (to its record in the ledger) and sweeps it (to the "
+        "stage's end); this overlaps other tables' batches and makes up the hand-offs and the "
+        "closing phase above (`devtools/bench_phases.py`).",
         "",
         f"- plain SQL: {batch_summary(plain.batches, workers)}",
         f"- uuid-migrate: {batch_summary(tool.batches, workers)}",

@@ -48,10 +48,10 @@ def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
     }
 
 
-def closing_seconds(cur: Any, run_id: str) -> dict[str, tuple[float, float]]:
-    """Per table, seconds from its last batch's end to its unique index's first record in
-    the ledger (written once the build is done; a callback run twice records it again) and
-    to its stage's end (after the final sweep)."""
+def closing_times(cur: Any, run_id: str) -> dict[str, tuple[float, float | None, float | None]]:
+    """Per table, in epoch seconds: its last batch's end, its unique index's first record
+    (written once the build is done; a callback run twice records it again), its stage's end
+    (after the final sweep)."""
     cur.execute(
         "WITH last AS (SELECT s.table_name, max(b.finished_at) AS batch_end, "
         "max(s.finished_at) AS stage_end FROM uuid_migration.stages s "
@@ -59,9 +59,9 @@ def closing_seconds(cur: Any, run_id: str) -> dict[str, tuple[float, float]]:
         "idx AS (SELECT step->>'table' AS table_name, min(applied_at) AS built "
         "FROM uuid_migration.ddl_steps WHERE run_id = %s AND step->>'kind' = 'unique_index' "
         "GROUP BY 1) "
-        "SELECT l.table_name, extract(epoch FROM coalesce(i.built, l.batch_end) - l.batch_end)::float8, "
-        "extract(epoch FROM l.stage_end - l.batch_end)::float8 "
+        "SELECT l.table_name, extract(epoch FROM l.batch_end)::float8, "
+        "extract(epoch FROM i.built)::float8, extract(epoch FROM l.stage_end)::float8 "
         "FROM last l LEFT JOIN idx i USING (table_name)",
         (run_id, run_id),
     )
-    return {t: (float(i or 0.0), float(s or 0.0)) for t, i, s in cur.fetchall()}
+    return {t: (float(b), i, s) for t, b, i, s in cur.fetchall()}
