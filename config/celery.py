@@ -9,8 +9,11 @@ from celery.backends.redis import RedisBackend
 
 from config.settings import Settings
 
-#: Result keys live this long; long enough for any chord of a long run to finish.
-RESULT_EXPIRES_S = 7 * 24 * 3600
+#: Result keys of the few tasks that keep one (validate, retry: one per run or per command)
+#: live a day: long enough to read them in Flower after a run, short enough not to pile up.
+#: Batches and callbacks keep none (worker/tasks.py: ignore_result); a chord's own join keys
+#: are deleted by Celery once its callback is sent.
+RESULT_EXPIRES_S = 24 * 3600
 
 
 class LedgerDrivenRedisBackend(RedisBackend):

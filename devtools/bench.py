@@ -1,103 +1,79 @@
-"""Benchmark on identical data: one statement per table, the batch ceiling, `uuid-migrate run`.
+"""Benchmark: the issue's plain SQL against `uuid-migrate run`, on the same data, per size.
 
-    python -m devtools.bench [--users N] [--clinics N] [--dashboards N] [--providers N]
-                             [--batch-size N] [--workers N] [--output BENCHMARKS.md]
+    python -m devtools.bench [--users 200000,1000000] [--workers 2] [--quick]
+                             [--scale-out] [--scale-users N]
+                             [--memory-sizes 1000000,3000000] [--output BENCHMARKS.md]
 
-DATABASE_URL names the server (a fresh database is created there and dropped afterwards);
-REDIS_URL is the broker of method (c). Each method runs on its own copy of one pristine,
-vacuumed database (CREATE DATABASE ... TEMPLATE), so all start from the same files.
+    make bench                                  # the default run (about 6 minutes on 2 CPUs)
+    make bench BENCH_ARGS=--quick               # 200,000 users only, no cuts: under 3 minutes
+    make bench BENCH_ARGS="--quick --scale-out" # and 1, 2, 4 workers at --scale-users
+
+DATABASE_URL names the server (fresh databases are created there and dropped afterwards);
+REDIS_URL is the tool's broker and result backend. Per size, one pristine database is built
+and vacuumed; each method runs on its own file copy of it (CREATE DATABASE ... TEMPLATE).
+Writes BENCHMARKS.md and its figure, docs/benchmark.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import shlex
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from psycopg2 import sql
+from devtools import bench_cuts, bench_data, bench_plot, bench_report, bench_safety, bench_scale
+from devtools.bench_methods import plain_sql, run_tool
 
-from devtools import bench_cuts, bench_safety, sample
-from devtools.bench_methods import ceiling, run_tool, single_statements
-from devtools.bench_report import TABLES, Result, environment, render
-from uuid_migrate import db
-from uuid_migrate.ledger import tables
-from uuid_migrate.plan import catalog, plan_file
-from uuid_migrate.plan.model import Plan
-from uuid_migrate.schema.steps import additive_steps, uuid_index
-from uuid_migrate.verification.validation import post_migration_report
-
-Method = Callable[[str, Plan, argparse.Namespace, Result], None]
+FIGURE = Path("docs/benchmark.png")
+#: Where a further measurement (e.g. the tool under an application's writes,
+#: devtools/bench_online) plugs in: called per size as hook(server, pristine_name, args) while
+#: that size's pristine database exists (copy it with bench_data.scratch_db(..., template=));
+#: returns a markdown section, or "" for none.
+EXTRA_SECTIONS: list[Any] = []
 
 
 def log(message: str) -> None:
     print(f"[bench {datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- databases
+def measure_size(server: str, users: int, args: argparse.Namespace, last: bool) -> dict[str, Any]:
+    """Build one size, run the plain SQL and the tool each on a copy; the validation and
+    rollback timings on the tool's copy of the last size."""
+    size = bench_data.size_for(users)
+    counts = bench_data.counts_of(size)
+    result: dict[str, Any] = {"users": users, "counts": counts, "rows": sum(counts.values())}
+    with bench_data.pristine(server, size) as (name, build_s):
+        log(f"built {result['rows']:,} rows for {users:,} users in {build_s:.0f} s")
+        if last and not args.quick:
+            with bench_data.scratch_db(server, f"{name}_v", template=name) as url:
+                result["baseline"] = bench_safety.baseline(url)
+        with bench_data.scratch_db(server, f"{name}_p", template=name) as url:
+            log(f"({users:,}) plain SQL, {args.workers} processes")
+            result["plain"] = plain_sql(url, args.workers)
+            bench_data.check(url, counts, size.orphans)
+        with bench_data.scratch_db(server, f"{name}_t", template=name) as url:
+            log(f"({users:,}) uuid-migrate run --workers {args.workers} --wait")
+            result["tool"] = run_tool(url, args.redis_url, args.workers)
+            bench_data.check(url, counts, size.orphans)
+            if "baseline" in result:
+                result["safety"] = [result["baseline"], *bench_safety.after_run(url)]
+        result["extra"] = [hook(server, name, args) for hook in EXTRA_SECTIONS]
+    log(f"({users:,}) plain {result['plain'].seconds:.1f} s, tool {result['tool'].seconds:.1f} s")
+    return result
 
 
-@contextmanager
-def scratch_db(server: str, name: str, template: str | None = None) -> Iterator[str]:
-    """A new database (a file copy of `template` if given), dropped on exit; yields its URL."""
-    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-    if template:
-        create += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
-    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-    with db.connection(server, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute(create)
-    try:
-        yield db.with_database(server, name)
-    finally:
-        with db.connection(server, autocommit=True) as conn, conn.cursor() as cur:
-            cur.execute(drop)
-
-
-def build_pristine(url: str, size: sample.SampleSize) -> Plan:
-    with db.connection(url) as conn, conn.cursor() as cur:
-        sample.build(cur, size)
-    with db.connection(url, autocommit=True) as conn, conn.cursor() as cur:
-        cur.execute("VACUUM ANALYZE")
-        return catalog.resolve(cur, plan_file.load("clinic"))
-
-
-def prepare(url: str, plan: Plan) -> None:
-    """What the producer does before any batch (ledger schema, additive DDL); untimed."""
-    with db.connection(url) as conn, conn.cursor() as cur:
-        tables.ensure_schema(cur)
-        for step in additive_steps(plan):
-            if not step.exists(cur):  # the id_mappings indexes come with its table
-                cur.execute(step.forward())
-
-
-def finish_and_check(url: str, plan: Plan, build_indexes: bool) -> tuple[float, float]:
-    """Time the tool's closing work (unique indexes, validation), check the result; (s, MB)."""
-    started = time.perf_counter()
-    with db.connection(url, autocommit=True) as conn, conn.cursor() as cur:
-        for table in plan.migrated() if build_indexes else ():
-            cur.execute(uuid_index(plan, table.name).forward())
-        report = post_migration_report(cur, plan, None)
-        elapsed = time.perf_counter() - started
-        cur.execute(
-            "SELECT (SELECT count(*) FROM id_mappings), (SELECT count(*) FROM dashboards d "
-            "JOIN users u ON u.id = d.user_id WHERE d.user_uuid_id IS DISTINCT FROM u.uuid_id), "
-            "pg_database_size(current_database())"
-        )
-        mappings, wrong, size = cur.fetchone()
-    expected = sum(report["tables"][t]["total"] for t in TABLES)
-    if report["overallStatus"] != "passed" or mappings != expected or wrong:
-        raise SystemExit(f"bench: wrong result in {db.mask_url(url)}: {mappings=} {wrong=}")
-    return elapsed, size / 2**20
-
-
-# ---------------------------------------------------------------- main
+def cuts(server: str, args: argparse.Namespace) -> str:
+    """Key, composite-key and block-range batches on referencing tables of one size."""
+    users = max(args.cut_rows // 5, 1)
+    with bench_data.scratch_db(server, f"uuid_migrate_bench_cuts_{os.getpid()}") as url:
+        log(f"building 3 x {args.cut_rows:,} referencing rows for the cuts")
+        bench_cuts.build(url, users, args.cut_rows)
+        log("(cuts) `uuid-migrate run` on key, composite and block ranges")
+        measured = bench_cuts.measure(url, args)
+    return bench_cuts.render(measured, users, args.cut_rows, args)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -106,43 +82,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
         return int(text)
 
+    def sizes(text: str) -> list[int]:
+        return [positive(part.strip().replace("_", "")) for part in text.split(",")]
+
     p = argparse.ArgumentParser(prog="python -m devtools.bench", description=__doc__.split("\n")[0])
-    defaults = {"users": 1_000_000, "clinics": 100_000, "dashboards": 2_000_000}
-    defaults |= {"providers": 300_000, "batch-size": 10_000, "workers": 2, "cut-rows": 500_000}
-    for name, default in defaults.items():
-        p.add_argument(f"--{name}", type=positive, default=default, help=f"default {default:,}")
+    p.add_argument("--users", type=sizes, default=None,
+                   help="sizes of the issue's table, comma-separated (default 200000,1000000)")
+    p.add_argument("--workers", type=positive, default=2, help="default 2")
+    p.add_argument("--quick", action="store_true",
+                   help="200,000 users only (unless --users), no cuts, no validate/rollback")
+    p.add_argument("--scale-out", action="store_true", help="also 1, 2 and 4 workers")
+    p.add_argument("--scale-users", type=positive, default=100_000, help="default 100,000")
+    p.add_argument("--memory-sizes", type=sizes, default=[],
+                   help="also peak memory at these sizes, e.g. 1000000,3000000")
+    p.add_argument("--cut-rows", type=positive, default=500_000, help="default 500,000")
     p.add_argument("--output", default="BENCHMARKS.md", help="report (default BENCHMARKS.md)")
-    return p.parse_args(argv)
-
-
-def measure(
-    server: str, pristine: str, plan: Plan, args: argparse.Namespace, result: Result, method: Method
-) -> Result:
-    """Run one method on a fresh copy; (c) applies its DDL and builds its indexes itself."""
-    tool = result.key == "c"
-    with scratch_db(server, f"{pristine}_{result.key}", template=pristine) as url:
-        if not tool:
-            prepare(url, plan)
-        log(f"({result.key}) {result.method}")
-        method(url, plan, args, result)
-        finish_s, result.db_mb = finish_and_check(url, plan, build_indexes=not tool)
-        result.finish_s = None if tool else finish_s
-        if tool:
-            result.safety = bench_safety.after_run(url)
-    log(f"({result.key}) {result.seconds:.1f} s")
-    return result
-
-
-def cuts(server: str, pristine: str, args: argparse.Namespace) -> str:
-    """Key, composite-key and block-range batches on referencing tables of one size."""
-    users = max(args.cut_rows // 5, 1)
-    with scratch_db(server, f"{pristine}_cuts") as url:
-        log(f"building 3 x {args.cut_rows:,} referencing rows for the cuts")
-        bench_cuts.build(url, users, args.cut_rows)
-        log("(cuts) `uuid-migrate run` on key, composite and block ranges")
-        measured = bench_cuts.measure(url, args)
-    log(f"(cuts) {measured['wall']:.1f} s")
-    return bench_cuts.render(measured, users, args.cut_rows, args)
+    args = p.parse_args(argv)
+    if args.users is None:
+        args.users = [200_000] if args.quick else [200_000, 1_000_000]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,25 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     server, args.redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
     if not server or not args.redis_url:
         raise SystemExit("bench: set DATABASE_URL (any database on the server) and REDIS_URL")
-    counts = {t: getattr(args, t) for t in TABLES}
-    size = sample.SampleSize(**counts, orphans=min(args.providers, max(args.providers // 1000, 3)))
     command = ["python", "-m", "devtools.bench", *(sys.argv[1:] if argv is None else argv)]
-    info: dict[str, Any] = {"command": shlex.join(command), "counts": counts}
-    info |= {"date": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}", **environment(server)}
-    methods: list[tuple[Result, Method]] = [
-        (Result("a", "one set-based statement per table"), single_statements),
-        (Result("b", f"key-range batches, {args.workers} plain processes (ceiling)"), ceiling),
-        (Result("c", f"`uuid-migrate run --workers {args.workers} --wait`"), run_tool),
-    ]
-    pristine = f"uuid_migrate_bench_{secrets.token_hex(4)}"
-    with scratch_db(server, pristine) as url:
-        log(f"building {sum(counts.values()):,} rows in {pristine}")
-        started = time.perf_counter()
-        plan = build_pristine(url, size)
-        info["build"] = time.perf_counter() - started
-        info["baseline"] = bench_safety.baseline(url)
-        results = [measure(server, pristine, plan, args, r, m) for r, m in methods]
-    text = render(args, info, results) + "\n" + cuts(server, pristine, args)
+    info = {"command": shlex.join(command), "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}"}
+    info |= bench_report.environment(server)
+    users = sorted(args.users)
+    sizes = [measure_size(server, n, args, last=n == users[-1]) for n in users]
+    figure = Path(args.output).resolve().parent / FIGURE
+    bench_plot.draw(figure, [{**s, "label": f"{s['users']:,} users"} for s in sizes])
+    parts = [bench_report.head(info, sizes, args.workers)]
+    parts += [bench_report.size_section(s, args.workers) for s in sizes]
+    parts += [x for s in sizes for x in s["extra"] if x]
+    if "safety" in sizes[-1]:
+        parts.append(bench_report.safety_section(sizes[-1]["safety"], sizes[-1]["users"]))
+    if args.scale_out:
+        parts.append(bench_scale.scale_out(server, args.redis_url, args.scale_users, (1, 2, 4), log))
+    if args.memory_sizes:
+        parts.append(bench_scale.memory_sizes(server, args.redis_url, args.memory_sizes,
+                                              args.workers, log))
+    if not args.quick:
+        parts.append(cuts(server, args))
+    text = "\n".join(parts)
     Path(args.output).write_text(text)
     print(text)
     return 0

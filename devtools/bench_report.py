@@ -1,178 +1,143 @@
-"""The benchmark's results and its report: per-table spans, batch notes, run (c)'s phases
-from the workers' logs, the machine and server measured on, and BENCHMARKS.md's text.
+"""BENCHMARKS.md's text: the machine and server, the issue's table, each size's phases, rates
+per table, batches and memory.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import statistics
 import subprocess
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 from psycopg2 import sql
 
+from devtools.bench_methods import describe_samples
+from devtools.bench_phases import Batch
+from devtools.bench_plain import BATCH_ROWS
 from uuid_migrate import db
 
 TABLES = ("users", "clinics", "dashboards", "providers")
-#: users / dashboards rows/s in the first measurements (PERFORMANCE.md): one statement, ceiling.
-EARLIER = {"a": (51_600, 26_700), "b": (153_000, 72_500)}
-#: A Celery worker's log line for a finished task: end time, task name, seconds, result
-#: (Celery's own format, or config.logs' text format).
-TASK_LINE = re.compile(
-    r"^\[?([\d-]+ [\d:,]+)[^\n]*? Task uuid_migrate\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s: (.*)$",
-    re.MULTILINE,
-)
+#: The issue's goals: plain SQL's time over the tool's, by users.
+GOALS = {200_000: 0.7, 1_000_000: 0.85}
 
-Batch = tuple[str, float, float]  # table, start, end (epoch seconds)
+HEAD = """# Benchmarks
 
-
-@dataclass
-class Result:
-    """One method: timed wall seconds, seconds per table, and what else was learnt."""
-
-    key: str
-    method: str
-    seconds: float = 0.0
-    tables: dict[str, float] = field(default_factory=dict)
-    finish_s: float | None = None
-    db_mb: float = 0.0
-    notes: list[str] = field(default_factory=list)
-    safety: list[str] = field(default_factory=list)
-
-
-def batch_notes(batches: list[Batch], workers: int) -> str:
-    """Count, median duration, and how busy the workers were between first start and last end."""
-    took = [end - start for _, start, end in batches]
-    span = max(e for _, _, e in batches) - min(s for _, s, _ in batches)
-    return (
-        f"{len(took)} batches, median {statistics.median(took) * 1000:.0f} ms; "
-        f"workers busy {sum(took) / (workers * span):.0%} of the {span:.1f} s batch phase"
-    )
-
-
-def spans(batches: list[Batch]) -> dict[str, float]:
-    """Per table, seconds from its first batch's start to its last batch's end."""
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    for table, start, end in batches:
-        first[table] = min(first.get(table, start), start)
-        last[table] = max(last.get(table, end), end)
-    return {table: last[table] - first[table] for table in first}
-
-
-def explain_run(result: Result, logs: str, workers: int, times: tuple[float, ...]) -> None:
-    """Per-table spans and the run's phases, from the workers' task log lines."""
-    launched, validating, ended = times
-    batches: list[Batch] = []
-    other: dict[str, float] = {}
-    for stamp, task, seconds, rest in TASK_LINE.findall(logs):
-        end = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        if task == "batch":
-            table = re.search(r"'table': '([^']+)'", rest)
-            batches.append((table.group(1) if table else "?", end - float(seconds), end))
-        else:
-            other[task] = other.get(task, 0.0) + float(seconds)
-    if not batches:
-        raise SystemExit("bench: no batch task lines in the worker logs; has their format changed?")
-    result.tables = spans(batches)
-    first, last = min(s for _, s, _ in batches), max(e for _, _, e in batches)
-    phases = {
-        "start-up and planning": first - launched,
-        "batches": last - first,
-        "index builds and hand-offs": validating - last,
-        "validation and shutdown": ended - validating,
-    }
-    result.notes.append("phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
-    result.notes.append(batch_notes(batches, workers) + " (batch task time, worker logs)")
-    result.notes.append("other tasks: " + ", ".join(f"{k} {v:.1f} s" for k, v in other.items()))
-
-
-# ---------------------------------------------------------------- report
-
-REPORT = """# Benchmarks
+Written by `make bench` (`devtools/bench.py`); figures are measured, never asserted in tests.
 
 Command: `{command}`  \nDate: {date}; code: {code}  \nMachine: {machine}  \nServer: {server}
 
-Sizes: {sizes} ({total:,} rows), built set-based (`devtools.sample`) and vacuumed in
-{build:.0f} s; each method ran on its own `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY` copy
-and its result was checked (UUIDs, references, mappings). Batch size {batch:,} (the product
-default is 1,000); {workers} workers.
+Data: the migration guide's schema (`devtools/sample.py`: users, clinics, dashboards
+referencing users, providers referencing clinics without a constraint; 3.4 rows per user),
+built set-based and vacuumed once per size; each method ran on its own
+`CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY` copy of it, and its result was checked
+(every row a UUID, references translated, one mapping per row, validation passed).
 
-## Results
+## Plain SQL against `uuid-migrate run`
 
-rows/s: all rows / wall seconds; per table: its rows / first batch start to last batch end ((a):
-its statement). (a) and (b) time the data change only (DDL before the clock; (b) includes walking
-the keys); the `uuid_id` unique indexes and validation are timed after, separately. (c) is end to
-end: start-up, planning, DDL, batches, index builds, validation, worker shutdown.
+{table}
 
-{results}
+Ratio: plain SQL's seconds over the tool's (the issue's goal: at least 0.7 at 200,000 users,
+0.85 at 1,000,000). The plain SQL (`devtools/bench_plain.py`) adds the columns and
+`id_mappings` (with the tool's two unique indexes) first, then per table, in dependency order
+(users and clinics side by side, then dashboards and providers), runs one transaction per
+key range of {batch:,} rows:
 
-**(c) / (b) = {ratio:.2f}**; {ratio_finish:.2f} if the ceiling also pays for indexes and validation.
+```sql
+WITH upd AS (UPDATE t SET uuid_id = gen_random_uuid()
+                    [, ref_uuid_id = (SELECT p.uuid_id FROM parent p WHERE p.key = t.ref)]
+             WHERE t.key > lo AND t.key <= hi AND t.uuid_id IS NULL RETURNING t.key, t.uuid_id)
+INSERT INTO id_mappings (table_name, old_id, new_id) SELECT 't', key, uuid_id FROM upd
+```
 
-{notes}
+It builds no `uuid_id` index and validates nothing; the tool's time is end to end: start-up,
+planning, snapshots, DDL, triggers, batches, sweeps, index builds, validation, shut-down.
 
-## Validation and rollback
-
-On the same data, sizes as above (the run's own table snapshots, with their data checksums, are
-in (c)'s start-up and planning; its post-migration report in its validation phase):
-
-{safety}
-
-## Compared with the first measurements (PERFORMANCE.md, kept beside the project)
-
-users / dashboards rows/s, one statement: {then_a} there, {now_a} here; 2-process ceiling:
-{then_b} there, {now_b} here; ceiling over one statement {then_ratio} there, {now_ratio} here.
-There the statement was an UPDATE feeding an INSERT into `id_mappings`; here it also translates
-references through correlated subqueries (dashboards.user_id, providers.clinic_id) and
-collects orphans.
+![rows per second over time per table, and batch durations](docs/benchmark.png)
 """
 
 
-def render(args: argparse.Namespace, info: dict[str, Any], results: list[Result]) -> str:
-    counts, (a, b, c) = info.pop("counts"), results
-    total = sum(counts.values())
-
-    def rate(r: Result, table: str) -> float:
-        return counts[table] / r.tables[table]
-
-    def pair(users: float, dashboards: float) -> str:
-        return f"{users:,.0f} / {dashboards:,.0f}"
-
-    def gain(ceiling: tuple[float, float], single: tuple[float, float]) -> str:
-        return f"{ceiling[0] / single[0]:.1f}x / {ceiling[1] / single[1]:.1f}x"
-
-    header = ["method", "wall s", "rows/s", *TABLES, "+ indexes, validation s", "DB MB after"]
-    rows = [
-        [f"({r.key}) {r.method}", f"{r.seconds:.1f}", f"**{total / r.seconds:,.0f}**"]
-        + [f"{rate(r, t):,.0f}" for t in TABLES]
-        + ["-" if r.finish_s is None else f"{r.finish_s:.1f}", f"{r.db_mb:,.0f}"]
-        for r in results
+def issue_table(sizes: list[dict[str, Any]], workers: int, batch: int = BATCH_ROWS) -> str:
+    lines = [
+        f"| users (all rows) | plain SQL: key-range batches of {batch:,} in {workers} processes, "
+        f"no queue | `uuid-migrate run --workers {workers} --wait`, its defaults | ratio |",
+        "|---|---|---|---|",
     ]
-    now = {r.key: (rate(r, "users"), rate(r, "dashboards")) for r in (a, b)}
-    return REPORT.format(
-        **info,
-        sizes=", ".join(f"{t} {counts[t]:,}" for t in TABLES),
-        total=total,
-        batch=args.batch_size,
-        workers=args.workers,
-        results="\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * 9, *rows]),
-        ratio=b.seconds / c.seconds,
-        ratio_finish=(b.seconds + (b.finish_s or 0)) / c.seconds,
-        notes="\n".join(f"- ({r.key}) {n}" for r in results for n in r.notes),
-        safety="\n".join(f"- {line}" for line in [info.pop("baseline"), *c.safety]),
-        then_a=pair(*EARLIER["a"]),
-        then_b=pair(*EARLIER["b"]),
-        now_a=pair(*now["a"]),
-        now_b=pair(*now["b"]),
-        then_ratio=gain(EARLIER["b"], EARLIER["a"]),
-        now_ratio=gain(now["b"], now["a"]),
+    for size in sizes:
+        plain, tool, users = size["plain"], size["tool"], size["users"]
+        goal = GOALS.get(users)
+        ratio = plain.seconds / tool.seconds
+        mark = f" (goal {goal})" if goal else ""
+        lines.append(
+            f"| {users:,} ({size['rows']:,}) | {plain.seconds:.1f} s | {tool.seconds:.1f} s | "
+            f"**{ratio:.2f}**{mark} |"
+        )
+    return "\n".join(lines)
+
+
+def size_section(size: dict[str, Any], workers: int) -> str:
+    plain, tool, counts = size["plain"], size["tool"], size["counts"]
+    out = [f"## {size['users']:,} users ({size['rows']:,} rows)", ""]
+    out += ["| phase | plain SQL s | uuid-migrate s |", "|---|---|---|"]
+    names = list(dict.fromkeys([*tool.phases, *plain.phases]))
+    for name in names:
+        p, t = plain.phases.get(name), tool.phases.get(name)
+        out.append(f"| {name} | {_s(p)} | {_s(t)} |")
+    out.append(f"| **total** | **{plain.seconds:.1f}** | **{tool.seconds:.1f}** |")
+    out += ["", "| table | rows | plain SQL rows/s | uuid-migrate rows/s | uuid-migrate after the "
+            "table's last batch: waiting for the callback s | unique index s | sweep s |",
+            "|---|---|---|---|---|---|---|"]
+    for table in TABLES:
+        c = tool.closing.get(table, {})
+        out.append(
+            f"| {table} | {counts[table]:,} | {_rate(plain.batches, table)} | "
+            f"{_rate(tool.batches, table)} | {_s(c.get('waiting for the callback'))} | "
+            f"{_s(c.get('unique index'))} | {_s(c.get('sweep'))} |"
+        )
+    out += [
+        "",
+        "Rows/s per table: its rows over its first batch's start to its last batch's end. "
+        "After a table's last batch, the callback that closes its stage (the page's, or a "
+        "reconciler pass) waits in the queue behind the batches already sent, builds the "
+        "table's unique index on `uuid_id` (to its record in the ledger) and sweeps it (to the "
+        "stage's end); this overlaps other tables' batches and makes up the hand-offs and the "
+        "closing phase above (`devtools/bench_phases.py`).",
+        "",
+        f"- plain SQL: {batch_summary(plain.batches, workers)}",
+        f"- uuid-migrate: {batch_summary(tool.batches, workers)}",
+    ]
+    if tool.samples is not None:
+        described = describe_samples(tool.samples)
+        out.append(f"- uuid-migrate peak RSS: {described['rss']}")
+        out.append(f"- Redis: {described['redis']}")
+        out.append(f"- left in Redis by this run: {described['left']}")
+    out += [f"- {note}" for note in tool.notes + plain.notes]
+    return "\n".join(out) + "\n"
+
+
+def batch_summary(batches: list[Batch], workers: int) -> str:
+    took = sorted(e - s for _, s, e, _ in batches)
+    span = max(e for _, _, e, _ in batches) - min(s for _, s, _, _ in batches)
+    p95 = took[min(len(took) - 1, int(len(took) * 0.95))]
+    return (
+        f"{len(took)} batches, median {statistics.median(took) * 1000:.0f} ms, "
+        f"p95 {p95 * 1000:.0f} ms; {workers} workers busy {sum(took) / (workers * span):.0%} "
+        f"of the {span:.1f} s from first batch start to last batch end"
     )
+
+
+def _rate(batches: list[Batch], table: str) -> str:
+    mine = [b for b in batches if b[0] == table]
+    if not mine:
+        return "-"
+    span = max(e for _, _, e, _ in mine) - min(s for _, s, _, _ in mine)
+    return f"{sum(n for *_, n in mine) / span:,.0f}" if span > 0 else "-"
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def environment(server: str) -> dict[str, str]:
@@ -192,3 +157,12 @@ def environment(server: str) -> dict[str, str]:
     changed = ", ".join(line[3:] for line in dirty.stdout.splitlines())
     code = f"commit {head.stdout.strip() or '?'}" + (f" + uncommitted {changed}" if changed else "")
     return {"machine": machine, "server": "PostgreSQL " + ", ".join(shown), "code": code}
+
+
+def head(info: dict[str, Any], sizes: list[dict[str, Any]], workers: int) -> str:
+    return HEAD.format(**info, workers=workers, batch=BATCH_ROWS, table=issue_table(sizes, workers))
+
+
+def safety_section(lines: list[str], users: int) -> str:
+    body = "\n".join(f"- {line}" for line in lines)
+    return f"## Validation and rollback ({users:,} users)\n\n{body}\n"

@@ -9,11 +9,19 @@ from celery import signals
 from config.celery import make_app
 from config.logs import configure_logging, mask_all_handlers
 from config.settings import load_settings, producer_pid
-from worker import watchdog
+from worker import dispatch, watchdog
 
 settings = load_settings()
 app = make_app(settings)
 app.conf.include = ["worker.tasks"]
+#: The callbacks of pages and the reconciler's passes keep no result key in Redis: nothing
+#: reads one (the ledger is the truth; Flower shows results from events), and kept for
+#: `result_expires` they would pile up with the run's length. A page's batches keep none
+#: either, by their messages (worker/dispatch.py); validate and retry, once per run, do.
+app.conf.task_annotations = {
+    name: {"ignore_result": True}
+    for name in (dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK, dispatch.RECONCILE_TASK)
+}
 
 
 @signals.setup_logging.connect

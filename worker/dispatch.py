@@ -36,12 +36,17 @@ def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
     if not page.batches:
         callback.apply_async()
         return
+    # No result key per batch in Redis (one per batch, kept for `result_expires`, would grow
+    # Redis with the table): with the Redis backend a header task's result still reaches the
+    # chord's own join list (`on_chord_part_return` runs whether or not the result is stored),
+    # which Celery deletes once it has sent the callback. A batch sent alone keeps its result.
     header = [
         app.signature(
             BATCH_TASK,
             args=(page.run_id, page.stage, b.batch_no),
             kwargs={"table": table_of(page.stage), "key_range": b.key_range.label()},
             queue=queue,
+            ignore_result=True,
         ).stamp(**{RUN_STAMP: page.run_id})
         for b in page.batches
     ]
