@@ -44,6 +44,9 @@ LOCAL_WORKERS_PER_CPU = 4
 DEFAULT_THROTTLE_REPLICATION_LAG_S = 1.5
 DEFAULT_THROTTLE_OLDEST_TRANSACTION_S = 300.0
 DEFAULT_THROTTLE_WAL_MB_PER_S = 0.0
+#: Local workers asked to stop get this long to finish their current batch (warm) before they
+#: are killed with their pool processes (README, Scale workers).
+DEFAULT_WORKER_STOP_GRACE_S = 20
 #: Set by `--workers` in each local worker's environment: the producer it must not outlive.
 PRODUCER_PID_VARIABLE = "UUID_MIGRATE_PRODUCER_PID"
 
@@ -68,6 +71,7 @@ ENVIRONMENT = {
     "MIN_SPLIT_ROWS": "min_split_rows",
     "RECONCILE_INTERVAL_S": "reconcile_interval_s",
     "MAX_LOCAL_WORKERS": "max_local_workers",
+    "WORKER_STOP_GRACE_S": "worker_stop_grace_s",
     "THROTTLE_REPLICATION_LAG_S": "throttle_replication_lag_s",
     "THROTTLE_OLDEST_TRANSACTION_S": "throttle_oldest_transaction_s",
     "THROTTLE_WAL_MB_PER_S": "throttle_wal_mb_per_s",
@@ -102,6 +106,7 @@ class Settings:
     min_split_rows: int = DEFAULT_MIN_SPLIT_ROWS
     reconcile_interval_s: int = DEFAULT_RECONCILE_INTERVAL_S
     max_local_workers: int = field(default_factory=default_max_local_workers)
+    worker_stop_grace_s: int = DEFAULT_WORKER_STOP_GRACE_S
     throttle_replication_lag_s: float = DEFAULT_THROTTLE_REPLICATION_LAG_S
     throttle_oldest_transaction_s: float = DEFAULT_THROTTLE_OLDEST_TRANSACTION_S
     throttle_wal_mb_per_s: float = DEFAULT_THROTTLE_WAL_MB_PER_S
@@ -141,6 +146,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_format=_choice(env, "LOG_FORMAT", LOG_FORMATS),
         flower_basic_auth=_basic_auth(env.get("FLOWER_BASIC_AUTH") or None),
         max_local_workers=_positive_int(env, "MAX_LOCAL_WORKERS", default_max_local_workers()),
+        worker_stop_grace_s=_positive_int(env, "WORKER_STOP_GRACE_S", DEFAULT_WORKER_STOP_GRACE_S),
         **_recovery_settings(env),
         **_throttle_settings(env),
     )

@@ -13,7 +13,6 @@ from typing import Any
 
 from config.settings import ENVIRONMENT, PRODUCER_PID_VARIABLE, Settings
 from uuid_migrate.errors import ConfigError, WorkersFailed
-from worker.watchdog import STOP_GRACE_S
 
 #: How long a run waits for its local workers to come up before sending work anyway.
 READY_TIMEOUT_S = 30
@@ -138,11 +137,12 @@ class LocalWorkers:
                 )
 
     def stop(self) -> None:
-        """Warm shutdown (finish the current batch), then kill whatever is left."""
+        """Warm shutdown (finish the current batch), then kill whatever is left once the
+        grace (settings.worker_stop_grace_s) is over."""
         for proc in self.processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # the main process stops its pool itself
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + self.settings.worker_stop_grace_s
         for proc in self.processes:
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.1))

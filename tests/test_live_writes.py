@@ -1,6 +1,6 @@
 """Migrating while the application writes: its rows are given their UUIDs, mappings and
-translations by the tool's triggers, a batch gives way to the application's row locks, and
-rollback and a later run handle the triggers.
+translations by the tool's triggers (also while workers are killed), a batch gives way to the
+application's row locks, and rollback and a later run handle the triggers.
 
 Each test plays the application with its own connections and judges the result with its own
 SQL, never with the tool's checks alone.
@@ -9,11 +9,11 @@ SQL, never with the tool's checks alone.
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
 import threading
 import time
-import uuid
-from typing import Any
 
 import pytest
 
@@ -22,130 +22,19 @@ from uuid_migrate import db
 from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import CLINIC_TABLES, database_dump, rows, run_clinic, scalar
-
-pytestmark = pytest.mark.e2e
-
-#: (child, column, parent, translated column) of the clinic plan.
-REFERENCES = (
-    ("dashboards", "user_id", "users", "user_uuid_id"),
-    ("providers", "clinic_id", "clinics", "clinic_uuid_id"),
+from .live_workload import Application, assert_in_step
+from .recovery_support import (
+    extra_attempts,
+    pid_alive,
+    pool_process_mid_batch,
+    post_report,
+    quick,
+    slow_batches,
+    wait_for_end,
+    wait_until,
 )
 
-
-def assert_in_step(conn: Any) -> None:
-    """Every row has exactly one uuid_id, unique, and one mapping that agrees; every
-    reference equals its parent's uuid_id (NULL only where no parent row exists)."""
-    for table in CLINIC_TABLES:
-        assert scalar(conn, f"SELECT count(*) FROM {table} WHERE uuid_id IS NULL") == 0, table
-        assert scalar(
-            conn, f"SELECT count(*) - count(DISTINCT uuid_id) FROM {table}"
-        ) == 0, table
-        disagree = scalar(
-            conn,
-            f"SELECT count(*) FROM {table} t WHERE (SELECT count(*) FROM id_mappings m "
-            "WHERE m.table_name = %s AND m.old_id = t.id AND m.new_id = t.uuid_id) <> 1",
-            (table,),
-        )
-        assert disagree == 0, table
-    for child, column, parent, target in REFERENCES:
-        stale = scalar(
-            conn,
-            f"SELECT count(*) FROM {child} c LEFT JOIN {parent} p ON p.id = c.{column} "
-            f"WHERE c.{target} IS DISTINCT FROM p.uuid_id",
-        )
-        assert stale == 0, child
-
-
-class Application:
-    """Threads writing as an application does, each on its own connection: users inserted
-    in every key range (md5 keys), dashboards inserted for them and moved to other users,
-    providers moved between clinics, unreferenced users and some dashboards deleted, reads."""
-
-    def __init__(self, url: str, threads: int = 3) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.errors: list[str] = []
-        self.counts = {"insert": 0, "update": 0, "delete": 0, "read": 0}
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._work, args=(i,)) for i in range(threads)]
-
-    def start(self) -> Application:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def finish(self) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-
-    def _count(self, kind: str) -> None:
-        with self.lock:
-            self.counts[kind] += 1
-
-    def _work(self, n: int) -> None:
-        rng = random.Random(n)
-        try:
-            conn = db.connect(self.url, autocommit=True)
-        except Exception as exc:  # the test reports it
-            self.errors.append(repr(exc))
-            return
-        users = [r[0] for r in rows(conn, "SELECT id FROM users ORDER BY id")]
-        clinics = [r[0] for r in rows(conn, "SELECT id FROM clinics ORDER BY id")]
-        dashboards = [r[0] for r in rows(conn, "SELECT id FROM dashboards ORDER BY id")][n::3]
-        providers = [r[0] for r in rows(conn, "SELECT id FROM providers ORDER BY id")][n::3]
-        lonely: list[str] = []
-        try:
-            with conn.cursor() as cur:
-                while not self.stop.is_set():
-                    self._step(cur, rng, users, clinics, dashboards, providers, lonely)
-        except Exception as exc:  # the test reports it
-            self.errors.append(repr(exc))
-        finally:
-            conn.close()
-
-    def _step(self, cur: Any, rng: random.Random, users: list[str], clinics: list[str],
-              dashboards: list[str], providers: list[str], lonely: list[str]) -> None:  # fmt: skip
-        key = uuid.uuid4().hex
-        action = rng.randrange(8)
-        if action == 0:  # a user others may reference
-            cur.execute("INSERT INTO users (id, email) VALUES (%s, 'app@example.com')", (f"usr_{key}",))
-            users.append(f"usr_{key}")
-            self._count("insert")
-        elif action == 1:  # a dashboard of some user, old or new
-            cur.execute(
-                "INSERT INTO dashboards (id, user_id, title) VALUES (%s, %s, 'app')",
-                (f"dsh_{key}", rng.choice(users)),
-            )
-            dashboards.append(f"dsh_{key}")
-            self._count("insert")
-        elif action == 2 and dashboards:  # moved to another user
-            cur.execute(
-                "UPDATE dashboards SET user_id = %s WHERE id = %s",
-                (rng.choice(users), rng.choice(dashboards)),
-            )
-            self._count("update")
-        elif action == 3 and providers:
-            cur.execute(
-                "UPDATE providers SET clinic_id = %s WHERE id = %s",
-                (rng.choice(clinics), rng.choice(providers)),
-            )
-            self._count("update")
-        elif action == 4:  # a user nobody references, deleted later
-            cur.execute("INSERT INTO users (id, email) VALUES (%s, 'gone@example.com')", (f"usr_{key}",))
-            lonely.append(f"usr_{key}")
-            self._count("insert")
-        elif action == 5 and lonely:
-            cur.execute("DELETE FROM users WHERE id = %s", (lonely.pop(rng.randrange(len(lonely))),))
-            self._count("delete")
-        elif action == 6 and len(dashboards) > 10:
-            cur.execute("DELETE FROM dashboards WHERE id = %s", (dashboards.pop(rng.randrange(len(dashboards))),))
-            self._count("delete")
-        else:
-            cur.execute("SELECT count(*), max(title) FROM dashboards WHERE user_id IS NOT NULL")
-            cur.fetchone()
-            self._count("read")
-        time.sleep(0.002)
+pytestmark = pytest.mark.e2e
 
 
 def test_an_application_writing_through_a_whole_run_loses_nothing(clinic, settings):
@@ -171,10 +60,60 @@ def test_an_application_writing_through_a_whole_run_loses_nothing(clinic, settin
     assert validate_command.validate(settings)["overallStatus"] == "passed"
 
 
+def test_an_application_writing_while_workers_are_killed_loses_nothing(
+    clinic, settings, start_workers
+):
+    """The same, with SIGKILLs during the load: twice a pool process in the middle of a batch
+    (its worker forks another), then a whole worker node in the middle of one, replaced by a
+    new worker as a user would start it. The batches cut short come back by their missing
+    heartbeat, with no `run` or `retry` needed."""
+    for table in ("users", "dashboards"):  # a window to hit; the application is not slowed
+        slow_batches(clinic, table, 0.25, batches_only=True)
+    fast = quick(settings)
+    app = Application(settings.database_url).start()
+    try:
+        time.sleep(0.5)
+        queued = commands.run(fast, plan_file="clinic", out=io.StringIO(), allow_triggers=True)
+        workers = start_workers(2, **fast.__dict__)
+        mains = [p.pid for p in workers.processes]
+        killed = [_kill_mid_batch(clinic, mains) for _ in range(2)]
+        node = workers.processes[0]
+        wait_until(lambda: pool_process_mid_batch(clinic, [node.pid]), what="node 1 mid-batch")
+        os.killpg(node.pid, signal.SIGKILL)  # main process and pool, no goodbye
+        node.wait(timeout=30)
+        start_workers(1, **fast.__dict__)
+        assert wait_for_end(clinic, queued.run_id) == RunStatus.SUCCEEDED
+        during = dict(app.counts)
+        report = validate_command.validate(fast)  # while it still writes
+        time.sleep(0.5)
+    finally:
+        app.finish()
+
+    assert app.errors == []
+    assert len(set(killed)) == 2
+    assert extra_attempts(clinic, queued.run_id) >= 3  # each batch cut short was run again
+    post = post_report(clinic, queued.run_id)
+    assert post and post["overallStatus"] == "passed", post
+    assert report["overallStatus"] == "passed", [
+        c for c in report["checks"] if c["status"] == "failed"
+    ]
+    assert during["insert"] > 50 and during["update"] > 20 and during["delete"] > 5, during
+    assert_in_step(clinic)
+
+
+def _kill_mid_batch(conn, mains: list[int]) -> int:
+    """SIGKILL a pool process inside a batch statement; its pid once it is dead."""
+    pid = wait_until(lambda: pool_process_mid_batch(conn, mains), what="a batch mid-statement")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), 30, "the pool process to die")
+    return pid
+
+
 def test_a_batch_gives_way_to_an_application_holding_a_row(clinic, settings):
-    """The application holds one dashboard for 4 s (lock timeout 500 ms): the batch over it
-    gives way (split or tried again), and the application's other statements never wait
-    behind a batch for long."""
+    """The application holds one dashboard (lock timeout 500 ms) until the batch over it has
+    given way (split or tried again), and the application's other statements never wait
+    behind a batch for long. Held until then, not for a fixed time: on a loaded machine the
+    batch may reach the row late."""
     held = scalar(clinic, "SELECT max(id) FROM dashboards")
     others = [r[0] for r in rows(clinic, "SELECT id FROM dashboards WHERE id <> %s", (held,))]
     latencies: list[float] = []
@@ -189,7 +128,9 @@ def test_a_batch_gives_way_to_an_application_holding_a_row(clinic, settings):
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM dashboards WHERE id = %s FOR UPDATE", (held,))
                 taken.set()
-                time.sleep(4.0)
+                deadline = time.monotonic() + 60
+                while not _gave_way(cur) and time.monotonic() < deadline:
+                    time.sleep(0.1)
             conn.commit()
         except Exception as exc:  # the test reports it
             errors.append(repr(exc))
@@ -229,16 +170,21 @@ def test_a_batch_gives_way_to_an_application_holding_a_row(clinic, settings):
 
     assert errors == []
     assert result.status == RunStatus.SUCCEEDED, result.message
-    gave_way = scalar(
-        clinic,
+    with clinic.cursor() as cur:
+        assert _gave_way(cur)
+    assert len(latencies) > 100
+    assert max(latencies) < 2.0, sorted(latencies)[-5:]
+    assert_in_step(clinic)
+
+
+def _gave_way(cur) -> bool:
+    """A dashboards batch met the application's row lock and gave way."""
+    cur.execute(
         "SELECT count(*) FROM uuid_migration.transitions WHERE stage = 'dashboards' "
         "AND error LIKE %s",
         ("%lock timeout%",),
     )
-    assert gave_way >= 1
-    assert len(latencies) > 100
-    assert max(latencies) < 2.0, sorted(latencies)[-5:]
-    assert_in_step(clinic)
+    return cur.fetchone()[0] >= 1
 
 
 def test_rollback_after_a_run_removes_the_triggers_and_their_functions(clinic, settings):

@@ -1,5 +1,8 @@
 """Signals to a real `run --workers 2 --wait`: its workers stop with it, whatever the signal,
-and a later `run` finishes the run. Every process is counted by its pid."""
+and a later `run` finishes the run. Every process is counted by its pid.
+
+The batches are slow (0.5 s) only until the signal, so that it hits a run mid-way; the `run`
+that resumes it then goes at full speed."""
 
 from __future__ import annotations
 
@@ -7,14 +10,13 @@ import signal
 
 import pytest
 
-from worker.watchdog import STOP_GRACE_S
-
 from .helpers import scalar
 from .recovery_support import (
     ORIGINAL_COLUMNS,
     assert_intact,
     build_clinic,
     cli,
+    fast_batches,
     pid_alive,
     quick,
     slow_batches,
@@ -25,6 +27,9 @@ from .recovery_support import (
 )
 
 pytestmark = pytest.mark.e2e
+
+#: The grace of the test that waits it out (the default 20 s would only cost time).
+COLD_GRACE_S = 3
 
 
 def _batches(conn, status: str) -> int:
@@ -47,6 +52,7 @@ def _all_gone(pids: list[int], timeout: float, what: str) -> None:
 
 def _resume_finishes(conn, settings, before: dict[str, str], run_id: str, tmp_path) -> None:
     """A plain `run --wait` afterwards resumes the same run and migrates every row."""
+    fast_batches(conn, "users", "dashboards")
     again = cli(settings, "run", "--workers", "2", "--wait", "--worker-logs", str(tmp_path / "again"))
     assert again.returncode == 0, (again.stdout[-2000:], again.stderr[-2000:])
     assert f"resuming run {run_id}" in again.stdout
@@ -71,7 +77,7 @@ def test_sigterm_or_sighup_stops_the_workers_like_ctrl_c_and_the_run_resumes(
         family = worker_family(producer, 2)
         wait_until(lambda: _batches(conn, "succeeded") >= 3, what="some batches done")
         producer.send_signal(signum)
-        out, err = producer.communicate(timeout=STOP_GRACE_S + 60)
+        out, err = producer.communicate(timeout=fast.worker_stop_grace_s + 60)
     finally:
         stop_if_running(producer)
 
@@ -102,8 +108,9 @@ def test_a_producer_killed_with_sigkill_leaves_no_worker_behind(conn, settings, 
     finally:
         stop_if_running(producer)
 
-    # Warm: each finishes the batch it holds (0.5 s), well before the cold stop.
-    _all_gone(family, STOP_GRACE_S, "the orphaned workers and their pool processes to end")
+    # Warm: each finishes the batch it holds (0.5 s), well before the cold stop (a cold stop
+    # is waited for too, so that the log below says it happened rather than a timeout here).
+    _all_gone(family, fast.worker_stop_grace_s + 30, "the orphaned workers and their pools to end")
     text = "".join(p.read_text() for p in logs.glob("worker-*.log"))
     assert text.count(f"the uuid-migrate producer (pid {producer.pid}) is gone") == 2
     assert "stopping now" not in text  # no cold stop was needed
@@ -115,9 +122,9 @@ def test_a_worker_that_cannot_finish_its_batch_is_killed_after_the_grace_with_it
     conn, settings, tmp_path
 ):
     # Paused, a worker holds its message and waits: a warm shutdown never ends, the cold
-    # one after the grace must take the worker and its pool process.
+    # one after the grace (short here: it is waited out) must take the worker and its pool.
     before = _slow_clinic(conn)
-    fast = quick(settings)
+    fast = quick(settings, worker_stop_grace_s=COLD_GRACE_S)
     logs = tmp_path / "logs"
     producer = start_producer(
         fast, "run", "--allow-triggers", "--plan", "clinic", "--workers", "1", "--wait", "--worker-logs", str(logs)
@@ -132,8 +139,8 @@ def test_a_worker_that_cannot_finish_its_batch_is_killed_after_the_grace_with_it
     finally:
         stop_if_running(producer)
 
-    _all_gone(family, STOP_GRACE_S + 30, "the cold stop of the worker and its pool process")
+    _all_gone(family, COLD_GRACE_S + 30, "the cold stop of the worker and its pool process")
     text = (logs / "worker-1.log").read_text()
-    assert f"still running {STOP_GRACE_S} s later: stopping now" in text
+    assert f"still running {COLD_GRACE_S} s later: stopping now" in text
     assert cli(fast, "resume").returncode == 0
     _resume_finishes(conn, fast, before, _run_id(conn), tmp_path)

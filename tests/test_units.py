@@ -153,6 +153,7 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
         "MIN_SPLIT_ROWS": "4",
         "RECONCILE_INTERVAL_S": "5",
         "MAX_LOCAL_WORKERS": "12",
+        "WORKER_STOP_GRACE_S": "7",
         "THROTTLE_REPLICATION_LAG_S": "2.5",
         "THROTTLE_OLDEST_TRANSACTION_S": "60.0",
         "THROTTLE_WAL_MB_PER_S": "0.0",

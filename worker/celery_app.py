@@ -36,7 +36,7 @@ def _outlive_no_producer(**_: Any) -> None:
     # when the producer that started it is gone, even killed with SIGKILL.
     pid = producer_pid()
     if pid is not None:
-        watchdog.guard(pid)
+        watchdog.guard(pid, settings.worker_stop_grace_s)
 
 
 @signals.worker_process_init.connect

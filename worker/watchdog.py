@@ -3,9 +3,10 @@
 The producer normally stops its workers itself; killed with SIGKILL it cannot. Its workers
 run in sessions of their own (so Ctrl-C at the terminal reaches the producer only), hence
 nothing else stops them: a thread in each worker's main process polls its parent, and once
-the producer is gone shuts the worker down warm (finish the current batch), then cold
-after STOP_GRACE_S: the whole process group, pool process included, is killed. A batch cut
-short is rolled back by PostgreSQL and sent again by the next `run` (its heartbeat is gone).
+the producer is gone shuts the worker down warm (finish the current batch), then cold after
+the grace (WORKER_STOP_GRACE_S): the whole process group, pool process included, is killed.
+A batch cut short is rolled back by PostgreSQL and sent again by the next `run` (its
+heartbeat is gone).
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import signal
 import threading
 import time
 
-#: How long a worker gets to finish its current batch when asked to stop.
-STOP_GRACE_S = 20
 #: How often a worker looks whether its producer is still there.
 POLL_S = 1.0
 
 log = logging.getLogger("uuid_migrate.worker")
 
 
-def guard(producer_pid: int, grace_s: float = STOP_GRACE_S) -> threading.Thread:
-    """Start the watchdog thread of this worker's main process."""
+def guard(producer_pid: int, grace_s: float) -> threading.Thread:
+    """Start the watchdog thread of this worker's main process; `grace_s` is the time its
+    batch gets between the warm and the cold stop (settings.worker_stop_grace_s)."""
     thread = threading.Thread(
         target=_watch,
         args=(producer_pid, os.getppid(), grace_s),
