@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import added_mappings, error_records, generated_values
-from uuid_migrate.plan.cuts import cut_of
+from uuid_migrate.plan.cuts import Scope, cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
 from uuid_migrate.plan.stages import Stage
@@ -33,8 +33,9 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
     )
 
 
-def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: KeyRange) -> sql.Composed:
-    """One statement; its single result row is (rows written, mappings added, orphans recorded)."""
+def batch_statement(plan: Plan, stage: Stage, run_id: str, key_range: Scope) -> sql.Composed:
+    """One statement; its single result row is (rows written, mappings added, orphans recorded).
+    Over a key range, or over the rows a RowSet names (the final sweep's)."""
     ctes = [_update_cte(plan, stage, key_range)]
     ctes.append(
         _mapping_cte(plan, stage, run_id, _mapped_rows(plan, stage, key_range))
