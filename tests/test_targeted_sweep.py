@@ -24,8 +24,6 @@ from uuid_migrate.plan.stages import stages
 
 from .helpers import rows, scalar
 
-pytestmark = pytest.mark.e2e
-
 #: A key that needs quoting in an array literal: a quote, a backslash, a comma, braces.
 ODD = 'u"odd\\,{1}'
 SCHEMA = """
@@ -99,6 +97,7 @@ def _sweep_all(settings, batch_size: int) -> dict[str, int | None]:
         conn.close()
 
 
+@pytest.mark.e2e
 def test_the_sweep_fixes_exactly_the_rows_that_raced_and_leaves_the_rest(conn, settings):
     with conn.cursor() as cur:
         cur.execute(SCHEMA)
