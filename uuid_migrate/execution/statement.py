@@ -21,7 +21,7 @@ from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
 from uuid_migrate.ledger import added_mappings, error_records, generated_values
-from uuid_migrate.plan.cuts import cut_of
+from uuid_migrate.plan.cuts import Scope, cut_of
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.plan.ranges import KeyRange
 from uuid_migrate.plan.stages import Stage
@@ -41,10 +41,11 @@ def parent_uuid(plan: Plan, rel: Relation) -> sql.Composed:
 
 
 def batch_statement(
-    plan: Plan, stage: Stage, run_id: str, key_range: KeyRange, guarded: bool = True
+    plan: Plan, stage: Stage, run_id: str, key_range: Scope, guarded: bool = True
 ) -> sql.Composed:
     """One statement; its single result row is (rows written, mappings added, orphans recorded).
-    Unguarded, it fails with a unique violation on id_mappings where an old id is mapped."""
+    Over a key range, or over the rows a RowSet names (the final sweep's). Unguarded, it fails
+    with a unique violation on id_mappings where an old id is mapped."""
     ctes = [_update_cte(plan, stage, key_range)]
     guarded = guarded or _adopts_uuid(plan, stage)
     ctes.append(

@@ -7,16 +7,36 @@ order of the key's own index. A keyless table's bounds are block numbers: the ra
 holds the rows whose `ctid` lies in blocks lo to hi - 1 (a TID range scan). A row an update
 moves to a block still to come is simply seen again: batches are idempotent. A row's id in
 error records is the same text as its bound would be (its `ctid` for a keyless table).
+
+A batch statement may also be scoped to a set of rows named by those ids (`RowSet`), as the
+final sweep does with the few rows that raced with the triggers: the same statement, written
+for exactly those rows.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from psycopg2 import sql
 
 from uuid_migrate.plan.ranges import KeyRange
+
+
+@dataclass(frozen=True)
+class RowSet:
+    """Rows named by their ids, as `Cut.row_id` gives them (never empty)."""
+
+    ids: tuple[str, ...]
+
+    def label(self) -> str:
+        return f"{len(self.ids)} rows by id"
+
+
+#: What one batch statement covers: a range of the key, or rows named by their ids.
+Scope: TypeAlias = KeyRange | RowSet
 
 
 @dataclass(frozen=True)
@@ -62,8 +82,12 @@ class Cut:
         texts = sql.SQL(", ").join(sql.SQL("{}::text").format(r) for r in refs)
         return sql.SQL("json_build_array({})::text").format(texts)
 
-    def condition(self, alias: sql.Composable, key_range: KeyRange) -> sql.Composed:
-        """`lower < key <= upper`, a missing bound left out so the index scan stays open."""
+    def condition(self, alias: sql.Composable, scope: Scope) -> sql.Composed:
+        """`lower < key <= upper`, a missing bound left out so the index scan stays open; or
+        the rows a RowSet names."""
+        if isinstance(scope, RowSet):
+            return self._rows_condition(alias, scope)
+        key_range = scope
         if self.blocks:
             return self._block_condition(alias, key_range)
         parts = []
@@ -86,6 +110,19 @@ class Cut:
             return sql.Composed([sql.SQL("true")])
         return sql.Composed([sql.SQL(" AND ").join(parts)])
 
+    def _rows_condition(self, alias: sql.Composable, rows: RowSet) -> sql.Composed:
+        """The rows with these ids. The array is an untyped literal, so it takes the key
+        column's own type and collation (as a bound does) and the key's index or a TID scan
+        finds them. A composite key is looked up by its first column, each row then matched
+        on its whole id, the text `row_id` gives (a hashed `= ANY`): a list of row
+        constructors costs time quadratic in its length, and fails past a few thousand."""
+        if not self.composite:
+            return sql.SQL("{} = ANY({})").format(self._refs(alias)[0], _array(rows.ids))
+        firsts = dict.fromkeys(json.loads(i)[0] for i in rows.ids)
+        return sql.SQL("{} = ANY({}) AND {} = ANY({}::text[])").format(
+            self._refs(alias)[0], _array(firsts), self.row_id(alias), _array(rows.ids)
+        )
+
     def _key(self, alias: sql.Composable) -> sql.Composable:
         refs = self._refs(alias)
         return refs[0] if not self.composite else sql.SQL("({})").format(sql.SQL(", ").join(refs))
@@ -95,6 +132,13 @@ class Cut:
             return sql.Literal(bound)
         values = json.loads(bound)
         return sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(v) for v in values))
+
+
+def _array(values: Iterable[str]) -> sql.Composable:
+    """An array literal of text values, `'{"a","b"}'`, every element quoted (so none reads
+    as NULL) with its quotes and backslashes escaped."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return sql.Literal("{" + ",".join(quoted) + "}")
 
 
 def _first_tid(block: str) -> sql.Composable:
