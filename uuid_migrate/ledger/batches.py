@@ -282,13 +282,3 @@ def finished(cur: Any, run_id: str, stage: str) -> list[tuple[int, int, int, boo
     )
     return [tuple(row) for row in cur.fetchall()]
 
-
-def succeeded_ranges(cur: Any, run_id: str, stage: str) -> list[KeyRange]:
-    """The ranges of the stage's succeeded batches (split ones are left out: their halves
-    are there), in key order: together, the whole table."""
-    cur.execute(
-        "SELECT lower_bound, upper_bound FROM uuid_migration.batches "
-        "WHERE run_id = %s AND stage = %s AND status = 'succeeded' ORDER BY batch_no",
-        (run_id, stage),
-    )
-    return [KeyRange(lower, upper) for lower, upper in cur.fetchall()]
