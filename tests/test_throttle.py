@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from producer import commands, status_command
-from uuid_migrate.execution.throttle import Limits, Throttle
+from uuid_migrate.execution.throttle import MAX_REST_S, Limits, Throttle
 from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import rows, scalar
@@ -93,3 +93,54 @@ def test_each_health_signal_trips_past_its_threshold_only():
     assert throttle._judge(1.0, 10, 25e6, clock.now).startswith("WAL 20.0 MB/s")
     off = Throttle(None, Limits(0, 0, 0), clock)
     assert off._judge(99, 9999, 1e12, clock.now) is None
+
+
+def test_workers_rest_a_share_of_each_batch_only_while_the_application_is_active():
+    clock = _Clock()
+    throttle = Throttle(None, Limits(application_sessions=2, application_rest=0.5), clock)
+    throttle._rates["run"] = (0, float("inf"))  # no row budget, known for good: no reads
+
+    assert throttle.book(None, "run", 0) == 0  # the first batch: nothing measured yet
+    clock.now = 0.2  # that batch took 0.2 s; nobody else uses the database
+    assert throttle.book(None, "run", 0) == 0
+    throttle._sessions = 1  # one session is below the threshold of 2
+    clock.now = 0.4
+    assert throttle.book(None, "run", 0) == 0
+    throttle._sessions = 3
+    clock.now = 0.8  # a batch of 0.4 s: rest half of it, then start the next
+    assert throttle.book(None, "run", 0) == pytest.approx(0.2)
+    clock.now = 1.0 + 0.1  # let go at 1.0, that batch took 0.1 s
+    assert throttle.book(None, "run", 0) == pytest.approx(0.05)
+    assert throttle.pacing() == "the application is active (3 sessions): resting 0.5 x each batch's time"
+    clock.now = 100.0  # an idle gap between tasks is no batch: the rest stays bounded
+    assert throttle.book(None, "run", 0) == MAX_REST_S
+    off = Throttle(None, Limits(application_sessions=2, application_rest=0), clock)
+    off._sessions, off._started = 5, 0.0
+    assert off.rest(clock.now) == 0
+    off = Throttle(None, Limits(application_sessions=0, application_rest=1), clock)
+    off._sessions, off._started = 5, 0.0
+    assert off.rest(clock.now) == 0
+
+
+def test_the_application_signal_counts_other_sessions_of_this_database_only(database_url):
+    """Sessions of the tool (its application_name) and of other databases are not the
+    application; one that just ran a statement here is, and an idle one stops counting."""
+    throttle = Throttle(None, Limits(), clock=iter(range(0, 1000, 10)).__next__)
+    tool = psycopg2.connect(database_url, application_name="uuid-migrate")
+    tool.autocommit = True  # the activity statistics are read once per transaction
+    with tool.cursor() as cur:
+        other_db = psycopg2.connect(database_url.rsplit("/", 1)[0] + "/postgres",
+                                    application_name="elsewhere")  # fmt: skip
+        other_db.cursor().execute("SELECT 1")
+        throttle.reason(cur)
+        assert throttle._sessions == 0
+        app = psycopg2.connect(database_url, application_name="the-application")
+        app.cursor().execute("SELECT 1")
+        throttle.reason(cur)
+        assert throttle._sessions == 1
+        time.sleep(1.2)  # idle for longer than a second: no longer active
+        throttle.reason(cur)
+        assert throttle._sessions == 0
+        app.close()
+        other_db.close()
+    tool.close()
