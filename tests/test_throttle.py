@@ -4,6 +4,7 @@ while the database is past a health threshold, shown by `status`; the run goes o
 from __future__ import annotations
 
 import io
+import threading
 import time
 
 import psycopg2
@@ -73,6 +74,38 @@ def test_workers_rest_while_a_transaction_holds_back_cleanup_and_status_says_why
     assert scalar(clinic, "SELECT count(*) FROM users WHERE uuid_id IS NULL") == 0
 
 
+def test_workers_pace_themselves_while_the_application_works_and_status_says_so(
+    clinic, settings, start_workers
+):
+    paced = quick(settings, throttle_application_rest=3.0)
+    queued = commands.run(paced, plan_file="clinic", out=io.StringIO())  # queued, no worker yet
+    stop = threading.Event()
+
+    def application() -> None:
+        app = psycopg2.connect(settings.database_url, application_name="the-application")
+        app.autocommit = True
+        with app.cursor() as cur:
+            while not stop.wait(0.1):
+                cur.execute("SELECT count(*) FROM clinics")
+        app.close()
+
+    thread = threading.Thread(target=application)
+    thread.start()
+    try:
+        start_workers(1, **paced.__dict__)
+        reason = wait_until(
+            lambda: status_command.status(paced)["throttled"], timeout=30,
+            what="status to say it is throttled",
+        )
+        assert reason == "the application is active (1 session): resting 3 x each batch's time"
+    finally:
+        stop.set()
+        thread.join(10)
+
+    assert wait_for_end(clinic, queued.run_id) == RunStatus.SUCCEEDED
+    assert scalar(clinic, "SELECT count(*) FROM dashboards WHERE uuid_id IS NULL") == 0
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -114,6 +147,8 @@ def test_workers_rest_a_share_of_each_batch_only_while_the_application_is_active
     assert throttle.pacing() == "the application is active (3 sessions): resting 0.5 x each batch's time"
     clock.now = 100.0  # an idle gap between tasks is no batch: the rest stays bounded
     assert throttle.book(None, "run", 0) == MAX_REST_S
+    throttle._sessions = 1
+    assert throttle.pacing().startswith("the application is active (1 session): ")
     off = Throttle(None, Limits(application_sessions=2, application_rest=0), clock)
     off._sessions, off._started = 5, 0.0
     assert off.rest(clock.now) == 0

@@ -143,8 +143,9 @@ class Throttle:
         return min(MAX_REST_S, max(0.0, now - self._started) * limits.application_rest)
 
     def pacing(self) -> str:
+        sessions = f"{self._sessions} session{'' if self._sessions == 1 else 's'}"
         return (
-            f"the application is active ({self._sessions} sessions): resting "
+            f"the application is active ({sessions}): resting "
             f"{self.limits.application_rest:g} x each batch's time"
         )
 
