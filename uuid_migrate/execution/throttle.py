@@ -1,6 +1,6 @@
 """Keeping the migration's load within what the database and the application can take.
 
-Two brakes, applied by every worker between batches:
+Three brakes, applied by every worker between batches:
 
 - **A row budget for the whole run** (`max_rows_per_second`, kept in the ledger), shared by
   every worker on every machine through one Redis key: a virtual clock (a generic cell rate
