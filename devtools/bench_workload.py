@@ -28,7 +28,7 @@ MAX_SECONDS = 900
 
 @dataclass
 class Timings:
-    """(start, seconds) of every operation, by operation; rows written, by table."""
+    """(start, seconds) of every operation, by operation; the errors that stopped a thread."""
 
     ops: dict[str, list[tuple[float, float]]] = field(
         default_factory=lambda: {op: [] for op in OPERATIONS}
