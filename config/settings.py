@@ -47,6 +47,11 @@ LOCAL_WORKERS_PER_CPU = 4
 DEFAULT_THROTTLE_REPLICATION_LAG_S = 1.5
 DEFAULT_THROTTLE_OLDEST_TRANSACTION_S = 300.0
 DEFAULT_THROTTLE_WAL_MB_PER_S = 0.0
+#: While this many sessions other than the tool's ran a statement within the last second (the
+#: application is active), each worker rests THROTTLE_APPLICATION_REST times its last batch's
+#: duration between batches (README, Throttle; measured in BENCHMARKS.md's online case).
+DEFAULT_THROTTLE_APPLICATION_SESSIONS = 1
+DEFAULT_THROTTLE_APPLICATION_REST = 0.5
 #: Local workers asked to stop get this long to finish their current batch (warm) before they
 #: are killed with their pool processes (README, Scale workers).
 DEFAULT_WORKER_STOP_GRACE_S = 20
@@ -78,6 +83,8 @@ ENVIRONMENT = {
     "THROTTLE_REPLICATION_LAG_S": "throttle_replication_lag_s",
     "THROTTLE_OLDEST_TRANSACTION_S": "throttle_oldest_transaction_s",
     "THROTTLE_WAL_MB_PER_S": "throttle_wal_mb_per_s",
+    "THROTTLE_APPLICATION_SESSIONS": "throttle_application_sessions",
+    "THROTTLE_APPLICATION_REST": "throttle_application_rest",
 }
 
 
@@ -113,6 +120,8 @@ class Settings:
     throttle_replication_lag_s: float = DEFAULT_THROTTLE_REPLICATION_LAG_S
     throttle_oldest_transaction_s: float = DEFAULT_THROTTLE_OLDEST_TRANSACTION_S
     throttle_wal_mb_per_s: float = DEFAULT_THROTTLE_WAL_MB_PER_S
+    throttle_application_sessions: int = DEFAULT_THROTTLE_APPLICATION_SESSIONS
+    throttle_application_rest: float = DEFAULT_THROTTLE_APPLICATION_REST
 
     def require_database(self) -> str:
         if not self.database_url:
@@ -203,6 +212,12 @@ def _recovery_settings(env: Mapping[str, str]) -> dict[str, int]:
 
 def _throttle_settings(env: Mapping[str, str]) -> dict[str, float]:
     return {
+        "throttle_application_sessions": _int(
+            env, "THROTTLE_APPLICATION_SESSIONS", DEFAULT_THROTTLE_APPLICATION_SESSIONS
+        ),
+        "throttle_application_rest": _seconds(
+            env, "THROTTLE_APPLICATION_REST", DEFAULT_THROTTLE_APPLICATION_REST
+        ),
         "throttle_replication_lag_s": _seconds(
             env, "THROTTLE_REPLICATION_LAG_S", DEFAULT_THROTTLE_REPLICATION_LAG_S
         ),

@@ -157,6 +157,8 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
         "THROTTLE_REPLICATION_LAG_S": "2.5",
         "THROTTLE_OLDEST_TRANSACTION_S": "60.0",
         "THROTTLE_WAL_MB_PER_S": "0.0",
+        "THROTTLE_APPLICATION_SESSIONS": "2",
+        "THROTTLE_APPLICATION_REST": "1.5",
     }
     settings = load_settings(every)
     assert settings.to_environment() == every

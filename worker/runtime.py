@@ -47,6 +47,8 @@ def throttle(settings: Settings) -> Throttle:
             replication_lag_s=settings.throttle_replication_lag_s,
             oldest_transaction_s=settings.throttle_oldest_transaction_s,
             wal_mb_per_s=settings.throttle_wal_mb_per_s,
+            application_sessions=settings.throttle_application_sessions,
+            application_rest=settings.throttle_application_rest,
         )
         _state["throttle"] = Throttle(redis_client(settings), limits)
     return _state["throttle"]

@@ -3,6 +3,7 @@ on every machine, reads the same one, and a resumed run can change it."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from uuid_migrate.ledger.tables import table_exists
@@ -25,3 +26,15 @@ def rate_of(cur: Any, run_id: str) -> int:
     cur.execute("SELECT max_rows_per_second FROM uuid_migration.throttles WHERE run_id = %s", (run_id,))
     row = cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def batch_span(cur: Any, run_id: str) -> tuple[int, datetime | None, datetime | None]:
+    """The rows the run's succeeded batches wrote, the first one's start and the last one's
+    end: the rate a budget or a rest is measured by."""
+    cur.execute(
+        "SELECT coalesce(sum(rows), 0)::bigint, min(started_at), max(finished_at) "
+        "FROM uuid_migration.batches WHERE run_id = %s AND status = 'succeeded'",
+        (run_id,),
+    )
+    rows, first, last = cur.fetchone()
+    return int(rows), first, last
