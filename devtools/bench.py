@@ -2,9 +2,10 @@
 
     python -m devtools.bench [--users 200000,1000000] [--workers 2] [--quick]
                              [--scale-out] [--scale-users N]
-                             [--memory-sizes 1000000,3000000] [--output BENCHMARKS.md]
+                             [--memory-sizes 1000000,3000000] [--[no-]online]
+                             [--online-users N] [--output BENCHMARKS.md]
 
-    make bench                                  # the default run (about 6 minutes on 2 CPUs)
+    make bench                                  # the default run, with the online case
     make bench BENCH_ARGS=--quick               # 200,000 users only, no cuts: under 3 minutes
     make bench BENCH_ARGS="--quick --scale-out" # and 1, 2, 4 workers at --scale-users
 
@@ -24,15 +25,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devtools import bench_cuts, bench_data, bench_plot, bench_report, bench_safety, bench_scale
+from devtools import (
+    bench_cuts,
+    bench_data,
+    bench_online,
+    bench_plot,
+    bench_report,
+    bench_safety,
+    bench_scale,
+)
 from devtools.bench_methods import plain_sql, run_tool
 
 FIGURE = Path("docs/benchmark.png")
-#: Where a further measurement (e.g. the tool under an application's writes,
-#: devtools/bench_online) plugs in: called per size as hook(server, pristine_name, args) while
-#: that size's pristine database exists (copy it with bench_data.scratch_db(..., template=));
-#: returns a markdown section, or "" for none.
-EXTRA_SECTIONS: list[Any] = []
 
 
 def log(message: str) -> None:
@@ -60,7 +64,6 @@ def measure_size(server: str, users: int, args: argparse.Namespace, last: bool) 
             bench_data.check(url, counts, size.orphans)
             if "baseline" in result:
                 result["safety"] = [result["baseline"], *bench_safety.after_run(url)]
-        result["extra"] = [hook(server, name, args) for hook in EXTRA_SECTIONS]
     log(f"({users:,}) plain {result['plain'].seconds:.1f} s, tool {result['tool'].seconds:.1f} s")
     return result
 
@@ -95,9 +98,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scale-users", type=positive, default=100_000, help="default 100,000")
     p.add_argument("--memory-sizes", type=sizes, default=[],
                    help="also peak memory at these sizes, e.g. 1000000,3000000")
+    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
+                   help="the online case: an application writing during runs (default: on, off with --quick)")
+    p.add_argument("--online-users", type=positive, default=200_000, help="default 200,000")
     p.add_argument("--cut-rows", type=positive, default=500_000, help="default 500,000")
     p.add_argument("--output", default="BENCHMARKS.md", help="report (default BENCHMARKS.md)")
     args = p.parse_args(argv)
+    if args.online is None:
+        args.online = not args.quick
     if args.users is None:
         args.users = [200_000] if args.quick else [200_000, 1_000_000]
     return args
@@ -117,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     bench_plot.draw(figure, [{**s, "label": f"{s['users']:,} users"} for s in sizes])
     parts = [bench_report.head(info, sizes, args.workers)]
     parts += [bench_report.size_section(s, args.workers) for s in sizes]
-    parts += [x for s in sizes for x in s["extra"] if x]
     if "safety" in sizes[-1]:
         parts.append(bench_report.safety_section(sizes[-1]["safety"], sizes[-1]["users"]))
     if args.scale_out:
@@ -125,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_sizes:
         parts.append(bench_scale.memory_sizes(server, args.redis_url, args.memory_sizes,
                                               args.workers, log))
+    if args.online:
+        log(f"(online) an application writing during runs, {args.online_users:,} users")
+        parts.append(bench_online.online_section(
+            server, args.redis_url, args.online_users, args.workers, command=info["command"]))  # fmt: skip
     if not args.quick:
         parts.append(cuts(server, args))
     text = "\n".join(parts)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools import bench_triggers, sample
-from devtools.bench import build_pristine, scratch_db
+from devtools.bench_data import pristine, scratch_db
 from devtools.bench_workload import MAX_SECONDS, Timings, Workload, percentile
 from uuid_migrate import db
 from uuid_migrate.ledger import runs, throttles
@@ -138,15 +138,13 @@ def online_section(server: str, redis_url: str, users: int = 200_000, workers: i
                    rests: tuple[float, ...] = (), command: str = "") -> str:  # fmt: skip
     """Build the data, run every phase, and return BENCHMARKS.md's online section."""
     size = sample.SampleSize.for_users(users)
-    pristine = f"uuid_migrate_online_{secrets.token_hex(4)}"
     runs = [("default settings", {}), ("unthrottled", UNTHROTTLED)]
     runs += [(f"THROTTLE_APPLICATION_REST={r:g}", {"THROTTLE_APPLICATION_REST": str(r)}) for r in rests]
-    with scratch_db(server, pristine) as url:
-        log(f"building {users:,} users ({size.users + size.clinics + size.dashboards + size.providers:,} rows)")
-        build_pristine(url, size)
+    log(f"building {users:,} users ({size.users + size.clinics + size.dashboards + size.providers:,} rows)")
+    with pristine(server, size) as (source, _):
         phases: list[Phase] = []
         for name, env in runs:
-            with scratch_db(server, f"{pristine}_{len(phases)}", template=pristine) as copy:
+            with scratch_db(server, f"{source}_{len(phases)}", template=source) as copy:
                 log(f"the application before and during a run, {name}")
                 phases.append(during_run(copy, name, env, redis_url, workers))
                 log(f"{name}: {phases[-1]}")
