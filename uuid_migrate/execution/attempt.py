@@ -142,9 +142,28 @@ def _batch_statement(
         if exc.diag.table_name != MAPPING_TABLE:
             raise
         cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+        if not _old_id_taken(cur, exc):
+            raise  # a drawn UUID mapped already (new_id): the retry draws fresh ones
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
     rows, mappings, orphans = cur.fetchone()
     return rows, mappings, orphans
+
+
+def _old_id_taken(cur: Any, exc: pg_errors.UniqueViolation) -> bool:
+    """The violated index is the unique (table_name, old_id), whatever its name (an
+    id_mappings the application had may name it otherwise), read from the catalog: the
+    message's wording depends on the server's language."""
+    cur.execute(_INDEX_COLUMNS, (exc.diag.schema_name, exc.diag.constraint_name))
+    return cur.fetchone()[0] == ["table_name", "old_id"]
+
+
+_INDEX_COLUMNS = """
+SELECT array_agg(a.attname::text ORDER BY k.n) FROM pg_class c
+JOIN pg_namespace s ON s.oid = c.relnamespace JOIN pg_index i ON i.indexrelid = c.oid
+CROSS JOIN unnest(i.indkey) WITH ORDINALITY AS k(attnum, n)
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+WHERE s.nspname = %s AND c.relname = %s
+"""
 
 
 #: The batch statement's settings, for the transaction: the tool's own triggers leave its
