@@ -64,9 +64,8 @@ def _consume_control_queues(instance: Any = None, **_: Any) -> None:
     # After `--queues` is applied: each queue's control queue is consumed too, so callbacks
     # and control tasks never wait behind batches, and the command line stays
     # `celery -A worker worker --queues <queue>`. Added before the consumer starts, so what
-    # already waits there is taken as well.
-    # Declared as a producer sending to it declares it (Celery's missing-queue rule), so both
-    # sides agree on RabbitMQ.
+    # already waits there is taken as well; declared by Celery's missing-queue rule, as a
+    # producer sending to it declares it, so both sides agree on RabbitMQ.
     queues = instance.app.amqp.queues
     for name in list(queues.consume_from):
         queues.select_add(queues[dispatch.control_queue(name)])
