@@ -73,20 +73,28 @@ def run(
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait.
 
-    Local workers log to `worker_logs` (kept), or to a temporary folder removed after a run
-    that succeeded."""
+    Local workers start first and come up while the run is prepared; they are waited for
+    only before the first pages are sent. They log to `worker_logs` (kept), or to a temporary
+    folder removed after a run that succeeded."""
     redis_conn = client(settings.redis_url)
     attached = Attachment.take(settings.require_database())
     local = None
     result = None
     try:
+        local = spawn_local(settings, workers, worker_logs)
         with db.connection(settings.require_database()) as conn:
-            _lock_producer(conn)
-            run_id, resumed = _prepare(conn, settings, plan_file, schemas, out, allow_triggers)
-            if max_rows_per_second is not None:
-                planner.set_budget(conn, run_id, max_rows_per_second)
+            try:
+                run_id, resumed = _open(
+                    conn, settings, plan_file, schemas, out, allow_triggers, max_rows_per_second
+                )
+            except Exception:
+                if local:  # refused or failed before any work was sent: no wait for them
+                    discard_local(local)
+                    local = None
+                raise
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
-            local = start_local(settings, workers, out, worker_logs)
+            if local:
+                await_local(local, settings, out)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
         reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
         if not (wait or local):
@@ -103,6 +111,21 @@ def start_local(
     settings: Settings, workers: int, out: TextIO, log_dir: Path | None = None
 ) -> LocalWorkers | None:
     """N local workers, once they answer (or after a timeout); their log folder is named."""
+    local = spawn_local(settings, workers, log_dir)
+    if local:
+        try:
+            await_local(local, settings, out)
+        except BaseException:  # the broker away: no worker outlives the command
+            stop_local(local, False, out)
+            raise
+    return local
+
+
+def spawn_local(
+    settings: Settings, workers: int, log_dir: Path | None = None
+) -> LocalWorkers | None:
+    """N local worker processes, started, not waited for: they come up while the producer
+    prepares the run."""
     if not workers:
         return None
     if log_dir is not None:
@@ -110,20 +133,28 @@ def start_local(
             log_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create --worker-logs {log_dir}: {exc.strerror}") from None
-    local = LocalWorkers(settings, workers, log_dir).start()
-    out.write(f"{workers} local worker(s) started; their logs: {local.log_dir}\n")
-    try:
-        local.wait_ready(make_app(settings))
-    except BaseException:  # the broker away: no worker outlives the command
-        stop_local(local, False, out)
-        raise
-    return local
+    return LocalWorkers(settings, workers, log_dir).start()
+
+
+def await_local(local: LocalWorkers, settings: Settings, out: TextIO) -> None:
+    """Name the workers' log folder, then wait until every one answers (or the timeout); one
+    that exited at start raises WorkersFailed."""
+    out.write(f"{local.count} local worker(s) started; their logs: {local.log_dir}\n")
+    local.wait_ready(make_app(settings))
+
+
+def discard_local(local: LocalWorkers) -> None:
+    """Stop workers that were never sent work at once; a temporary log folder goes too."""
+    local.stop(idle=True)
+    if local.temporary:
+        shutil.rmtree(local.log_dir, ignore_errors=True)
 
 
 def stop_local(local: LocalWorkers, succeeded: bool, out: TextIO) -> None:
-    """Stop the local workers; a temporary log folder goes after a success and stays, named,
-    otherwise; a folder the user chose always stays."""
-    local.stop()
+    """Stop the local workers: after a success at once (they are idle: nothing is left to
+    finish), otherwise warm with their grace. A temporary log folder goes after a success and
+    stays, named, otherwise; a folder the user chose always stays."""
+    local.stop(idle=succeeded)
     if succeeded and local.temporary:
         shutil.rmtree(local.log_dir, ignore_errors=True)
     else:
@@ -177,6 +208,18 @@ def _lock_producer(conn: Any) -> None:
                 "another uuid-migrate command is planning or rolling back this database right now"
             )
     conn.commit()
+
+
+def _open(
+    conn: Any, settings: Settings, plan_path: str | None, schemas: Sequence[str] | None,
+    out: TextIO, allow_triggers: bool, max_rows_per_second: int | None,
+) -> tuple[str, bool]:
+    """Take the producer's lock, then plan (or resume) the run: its id, and if resumed."""
+    _lock_producer(conn)
+    run_id, resumed = _prepare(conn, settings, plan_path, schemas, out, allow_triggers)
+    if max_rows_per_second is not None:
+        planner.set_budget(conn, run_id, max_rows_per_second)
+    return run_id, resumed
 
 
 def _prepare(

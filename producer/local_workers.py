@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,12 @@ from uuid_migrate.errors import ConfigError, WorkersFailed
 
 #: How long a run waits for its local workers to come up before sending work anyway.
 READY_TIMEOUT_S = 30
+#: How long one ping waits for the workers that have not answered yet.
+PING_TIMEOUT_S = 0.2
+#: After a run that succeeded, idle workers get this long after SIGTERM (for a last log line
+#: to be written) before they are killed: Celery's warm shutdown of an idle worker still
+#: takes seconds (its event loop's poll, the pool's join), and there is nothing to finish.
+IDLE_STOP_S = 0.2
 
 
 def check_count(settings: Settings, workers: int) -> None:
@@ -66,8 +73,13 @@ class LocalWorkers:
             "--without-gossip",
             "--without-mingle",
             "--hostname",
-            f"uuid-migrate-{index}-{os.getpid()}@%h",
+            self.node_name(index),
         ]
+
+    def node_name(self, index: int) -> str:
+        # The host as Celery's `%h` would give it, spelt out so `wait_ready` pings these
+        # nodes by name.
+        return f"uuid-migrate-{index}-{os.getpid()}@{socket.gethostname()}"
 
     @property
     def log_dir(self) -> Path:
@@ -111,19 +123,23 @@ class LocalWorkers:
     def wait_ready(self, app: Any, timeout_s: float = READY_TIMEOUT_S) -> int:
         """Wait until every worker answers a ping, so work starts spread over all of them.
 
-        Returns how many answered; a slow worker only costs the wait. One that exits before
-        it answered could not be started: WorkersFailed (the caller stops the others).
+        Only our nodes are asked, and a ping returns as soon as all have answered. Returns
+        how many answered; a slow worker only costs the wait. One that exits before it
+        answered could not be started: WorkersFailed (the caller stops the others).
         """
         deadline = time.monotonic() + timeout_s
-        ready = 0
+        names = [self.node_name(i) for i in range(1, self.count + 1)]
+        ready: set[str] = set()
         while time.monotonic() < deadline:
             self._raise_if_one_exited()
-            replies = app.control.ping(timeout=0.5) or []
-            names = [name for reply in replies for name in reply]
-            ready = sum(1 for p in self.node_prefixes() if any(n.startswith(p) for n in names))
-            if ready == self.count:
+            waiting = [n for n in names if n not in ready]
+            replies = app.control.ping(
+                destination=waiting, timeout=PING_TIMEOUT_S, limit=len(waiting)
+            ) or []
+            ready.update(name for reply in replies for name in reply if name in waiting)
+            if len(ready) == self.count:
                 break
-        return ready
+        return len(ready)
 
     def alive(self) -> int:
         return sum(1 for p in self.processes if p.poll() is None)
@@ -136,16 +152,18 @@ class LocalWorkers:
                     f"its log: {self.log_dir / f'worker-{index}.log'}"
                 )
 
-    def stop(self) -> None:
+    def stop(self, idle: bool = False) -> None:
         """Warm shutdown (finish the current batch), then kill whatever is left once the
-        grace (settings.worker_stop_grace_s) is over."""
+        grace (settings.worker_stop_grace_s) is over; `idle` workers (nothing left to do)
+        are killed after IDLE_STOP_S instead."""
         for proc in self.processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # the main process stops its pool itself
-        deadline = time.monotonic() + self.settings.worker_stop_grace_s
+        grace = IDLE_STOP_S if idle else self.settings.worker_stop_grace_s
+        deadline = time.monotonic() + grace
         for proc in self.processes:
             try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

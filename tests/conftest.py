@@ -18,6 +18,7 @@ from config.settings import Settings, load_settings
 from devtools import sample
 from producer.local_workers import LocalWorkers
 from uuid_migrate import db
+from worker.dispatch import control_queue
 
 from .helpers import SIZE
 
@@ -67,8 +68,9 @@ def settings(server_settings: Settings, database_url: str) -> Settings:
 def broker_settings(request, settings: Settings) -> Iterator[Settings]:
     """The test's settings with each broker in turn; Redis keeps results and checkpoints.
 
-    RabbitMQ keeps a declared queue (and its exchange) forever, so the test's own are deleted
-    afterwards: the shared server never piles up queues.
+    RabbitMQ keeps a declared queue (and its exchange) forever, so the test's own (its batch
+    queue, its control queue and their exchanges) are deleted afterwards: the shared server
+    never piles up queues.
     """
     if request.param == "redis":
         yield settings
@@ -85,9 +87,10 @@ def broker_settings(request, settings: Settings) -> Iterator[Settings]:
     with Connection(url) as cleanup:
         channel = cleanup.default_channel
         # Passive declare: fails unless the run's tasks really went through RabbitMQ.
-        channel.queue_declare(settings.queue, passive=True)
-        channel.queue_delete(settings.queue)
-        channel.exchange_delete(settings.queue)
+        for queue in (settings.queue, control_queue(settings.queue)):
+            channel.queue_declare(queue, passive=True)
+            channel.queue_delete(queue)
+            channel.exchange_delete(queue)  # each has an exchange of its name
 
 
 @pytest.fixture

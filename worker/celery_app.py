@@ -22,6 +22,11 @@ app.conf.task_annotations = {
     name: {"ignore_result": True}
     for name in (dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK, dispatch.RECONCILE_TASK)
 }
+#: A control task sent by name without a queue (Flower's "apply", `send_task`) goes to the
+#: control queue too, where it never waits behind batches.
+app.conf.task_routes = {
+    name: {"queue": dispatch.control_queue(settings.queue)} for name in dispatch.CONTROL_TASKS
+}
 
 
 @signals.setup_logging.connect
@@ -52,3 +57,15 @@ def _early_logging(instance: Any = None, options: Any = None, **_: Any) -> None:
     # The startup banner is free text on stdout; a JSON log stays one object per line.
     if settings.log_format == "json" and instance is not None:
         instance.quiet = True
+
+
+@signals.celeryd_after_setup.connect
+def _consume_control_queues(instance: Any = None, **_: Any) -> None:
+    # After `--queues` is applied: each queue's control queue is consumed too, so callbacks
+    # and control tasks never wait behind batches, and the command line stays
+    # `celery -A worker worker --queues <queue>`. Added before the consumer starts, so what
+    # already waits there is taken as well; declared by Celery's missing-queue rule, as a
+    # producer sending to it declares it, so both sides agree on RabbitMQ.
+    queues = instance.app.amqp.queues
+    for name in list(queues.consume_from):
+        queues.select_add(queues[dispatch.control_queue(name)])

@@ -1,7 +1,10 @@
 """Sending work by task name: a page of batches as a chord, and the final validation.
 
 The producer and the workers' own callbacks both send through here, so a resumed run and a
-running one produce the same messages.
+running one produce the same messages. Batches go to the run's queue; callbacks and control
+tasks to its control queue (`<queue>.control`), which every worker of the queue consumes too
+(worker/celery_app.py): a page's callback is then taken as soon as a worker is free, not
+after every batch already sent to the queue.
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ VALIDATE_TASK = "uuid_migrate.validate"
 STAGE_CHECK_TASK = "uuid_migrate.stage_check"
 RETRY_TASK = "uuid_migrate.retry"
 RECONCILE_TASK = "uuid_migrate.reconcile"
+#: Callbacks and control tasks: each goes to the control queue, never behind batches.
+CONTROL_TASKS = (PAGE_DONE_TASK, STAGE_CHECK_TASK, VALIDATE_TASK, RETRY_TASK, RECONCILE_TASK)
+CONTROL_SUFFIX = ".control"
 #: Stamped on every batch message, so that `revoke_by_stamped_headers` can revoke a run's.
 RUN_STAMP = "uuid_migrate_run"
+
+
+def control_queue(queue: str) -> str:
+    """The queue of `queue`'s callbacks and control tasks."""
+    return f"{queue}{CONTROL_SUFFIX}"
 
 
 def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
@@ -26,11 +37,14 @@ def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
 
     Re-sent batches (`retry`) get a callback that continues their stage from the ledger.
     """
+    control = control_queue(queue)
     callback = (
-        app.signature(STAGE_CHECK_TASK, args=(page.run_id, page.stage), queue=queue, immutable=True)
+        app.signature(
+            STAGE_CHECK_TASK, args=(page.run_id, page.stage), queue=control, immutable=True
+        )
         if retry
         else app.signature(
-            PAGE_DONE_TASK, args=(page.run_id, page.stage, page.end), queue=queue, immutable=True
+            PAGE_DONE_TASK, args=(page.run_id, page.stage, page.end), queue=control, immutable=True
         )
     )
     if not page.batches:
@@ -54,7 +68,11 @@ def send_page(app: Celery, queue: str, page: Page, retry: bool = False) -> None:
 
 
 def send_validation(app: Celery, queue: str, run_id: str) -> None:
-    app.send_task(VALIDATE_TASK, args=(run_id,), queue=queue)
+    app.send_task(VALIDATE_TASK, args=(run_id,), queue=control_queue(queue))
+
+
+def schedule_reconcile(app: Celery, queue: str, run_id: str, countdown: float) -> None:
+    app.send_task(RECONCILE_TASK, args=(run_id,), queue=control_queue(queue), countdown=countdown)
 
 
 def send_next(app: Celery, queue: str, run_id: str, nxt: Next) -> None:

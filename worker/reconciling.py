@@ -90,9 +90,7 @@ def schedule(app: Celery, settings: Settings, redis_conn: Any, run_id: str) -> b
     with contextlib.suppress(redis.RedisError):
         if not redis_conn.set(key, "1", nx=True, ex=max(interval - 1, 1)):
             return False
-        app.send_task(
-            dispatch.RECONCILE_TASK, args=(run_id,), queue=settings.queue, countdown=interval
-        )
+        dispatch.schedule_reconcile(app, settings.queue, run_id, interval)
         return True
     return False
 
