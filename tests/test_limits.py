@@ -92,9 +92,11 @@ def _workers_of(producer_pid: int) -> list[psutil.Process]:
 
 
 @pytest.mark.e2e
-def test_a_worker_that_cannot_start_stops_the_others_and_the_run_resumes(
+def test_a_worker_that_cannot_start_stops_the_others_before_any_change(
     conn, settings, tmp_path
 ):
+    """Local workers start while the run is prepared: one that cannot start ends the command
+    before the run (or its ledger) exists, and a later `run` starts it afresh."""
     before = build_clinic(conn)
     logs = tmp_path / "logs"
     (logs / "worker-2.log").mkdir(parents=True)  # worker 2's log cannot be opened
@@ -108,10 +110,12 @@ def test_a_worker_that_cannot_start_stops_the_others_and_the_run_resumes(
     assert "cannot start local worker 2 of 2: Is a directory" in err
     assert (logs / "worker-1.log").is_file(), "worker 1 had been started"
     assert _workers_of(producer.pid) == [], "worker 1 was stopped"
+    assert scalar(conn, "SELECT to_regclass('uuid_migration.runs') IS NULL"), "no run was made"
+    assert scalar(conn, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'uuid_id'") == 0
 
     resumed = cli(settings, "run", "--workers", "2", "--wait", "--worker-logs", str(tmp_path / "ok"))
     assert resumed.returncode == 0, (resumed.stdout[-2000:], resumed.stderr[-2000:])
-    assert "resuming run" in resumed.stdout
+    assert "starting run" in resumed.stdout
     for table in ORIGINAL_COLUMNS:
         assert scalar(conn, f"SELECT count(*) FROM {table} WHERE uuid_id IS NULL") == 0
     assert_intact(conn, before, scalar(conn, "SELECT run_id FROM uuid_migration.runs"))
