@@ -8,13 +8,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uuid_migrate.errors import ConfigError
+from uuid_migrate.plan import batch_sizes
 from uuid_migrate.plan.model import MAX_BATCH_SIZE
 
-#: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise. Measured
-#: (BENCHMARKS.md): at 1,000 rows a batch's fixed cost (its task, ledger rows, commit) took a
-#: third of the workers' time; at 5,000 a batch of the migration guide's tables runs 0.1-0.2 s,
-#: so its row locks are held about that long, and the batches run near plain SQL's speed.
-DEFAULT_BATCH_SIZE = 5000
+#: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise: each table's
+#: own, at most this many (uuid_migrate/plan/batch_sizes.py; measured in BENCHMARKS.md).
+DEFAULT_BATCH_SIZE = batch_sizes.LARGEST
+#: A batch of the default size expected to run longer than this is cut in half before it runs
+#: (0: never), so that it holds its row locks about this long at most (README, Batch size).
+DEFAULT_BATCH_TARGET_MS = 1000
 #: Broker queue of our tasks, so the tool can share a broker with an application's own workers.
 DEFAULT_QUEUE = "uuid_migrate"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -65,6 +67,7 @@ ENVIRONMENT = {
     "REDIS_URL": "redis_url",
     "BROKER_URL": "broker_url",
     "BATCH_SIZE": "batch_size",
+    "BATCH_TARGET_MS": "batch_target_ms",
     "UUID_MIGRATE_QUEUE": "queue",
     "LOCK_TIMEOUT_MS": "lock_timeout_ms",
     "BATCH_LOCK_TIMEOUT_MS": "batch_lock_timeout_ms",
@@ -100,7 +103,9 @@ class Settings:
     database_url: str | None = field(repr=False)
     redis_url: str = field(repr=False)
     broker_url: str = field(repr=False)
-    batch_size: int = DEFAULT_BATCH_SIZE
+    #: Rows per batch as the user gave them; None: the default, sized per table.
+    batch_size: int | None = None
+    batch_target_ms: int = DEFAULT_BATCH_TARGET_MS
     queue: str = DEFAULT_QUEUE
     lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
     batch_lock_timeout_ms: int = DEFAULT_BATCH_LOCK_TIMEOUT_MS
@@ -148,6 +153,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         redis_url=redis_url,
         broker_url=env.get("BROKER_URL") or redis_url,
         batch_size=_batch_size(env),
+        batch_target_ms=_int(env, "BATCH_TARGET_MS", DEFAULT_BATCH_TARGET_MS),
         queue=env.get("UUID_MIGRATE_QUEUE") or DEFAULT_QUEUE,
         lock_timeout_ms=_positive_int(env, "LOCK_TIMEOUT_MS", DEFAULT_LOCK_TIMEOUT_MS),
         batch_lock_timeout_ms=_positive_int(
@@ -170,7 +176,9 @@ def producer_pid(env: Mapping[str, str] | None = None) -> int | None:
     return int(raw) if raw and raw.isdigit() else None
 
 
-def _batch_size(env: Mapping[str, str]) -> int:
+def _batch_size(env: Mapping[str, str]) -> int | None:
+    if not env.get("BATCH_SIZE"):
+        return None
     size = _positive_int(env, "BATCH_SIZE", DEFAULT_BATCH_SIZE)
     if size > MAX_BATCH_SIZE:
         raise ConfigError(f"BATCH_SIZE must be at most {MAX_BATCH_SIZE:,}, got {size:,}")

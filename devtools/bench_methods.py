@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from devtools import bench_plain
-from devtools.bench_phases import Batch, closing, ledger_batches, tool_phases
+from devtools.bench_phases import Batch, closing, ledger_batches, tool_phases, workers_ready
 from devtools.bench_sampler import Sampler, Samples
 from uuid_migrate import db
 from uuid_migrate.ledger import runs
@@ -78,7 +78,8 @@ def run_tool(
         closed = closing(cur, run["run_id"], logs)
     samples.run_keys = leftovers(redis_url, run["run_id"], logs)
     label = " ".join(["`uuid-migrate run", f"--workers {workers}", "--wait", *extra]) + "`"
-    return Measured(label, seconds, phases, batches, samples, closing=closed)
+    ready = workers_ready(logs, launched, samples.worker_started)
+    return Measured(label, seconds, phases, batches, samples, closing=closed, notes=[ready])
 
 
 def leftovers(redis_url: str, run_id: str, logs: str) -> dict[str, int]:

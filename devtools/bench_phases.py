@@ -7,9 +7,10 @@ The phases follow one another, so they add up to the run's wall time:
 - snapshots: each table's definition and data checksum (up to the first DDL step);
 - DDL: `id_mappings`, its indexes and the added columns (up to the first trigger);
 - triggers: the tables' row triggers;
-- batch planning: walking the keys into batches (up to the first worker process);
-- worker start-up: from the first worker process to the last worker's "ready." log line;
-- until the first batch: the producer's ping of its workers, sending the first pages;
+- batch planning: walking the keys into batches, then (if they are not ready by then) waiting
+  for the local workers, which start with the command and come up meanwhile; up to the first
+  stage started (its first page sent);
+- until the first batch: the first pages reaching the workers;
 - batches: time in which at least one batch ran, first batch start to last batch end;
 - hand-offs between tables: the rest of that span, when no batch ran (callbacks, a closing
   table's sweep and unique index before its children start);
@@ -42,6 +43,9 @@ TASK_LINE = re.compile(
     r"^\[?([\d-]+ [\d:,]+)[^\n]*? Task uuid_migrate\.(\w+)\[[^\]]+\] succeeded in ([\d.]+)s",
     re.MULTILINE,
 )
+
+#: The phase both methods have: the plain SQL walks its keys too.
+PLANNING = "batch planning (uuid-migrate: and waiting for workers not ready by then)"
 
 Batch = tuple[str, float, float, int]  # table, start, end (seconds from a t0), rows
 
@@ -79,7 +83,7 @@ def tool_phases(
 ) -> dict[str, float]:
     """The phases, in order, in seconds; `times`: the producer's launch, the first worker
     process's start, the last moment a worker was seen, the producer's exit (epoch)."""
-    launched, worker_started, workers_gone, ended = times
+    launched, _, workers_gone, ended = times
     run_id = run["run_id"]
     marks = _marks(cur, run_id)
     batches = ledger_batches(cur, run_id, 0.0)
@@ -89,16 +93,13 @@ def tool_phases(
     validations = task_times(logs).get("validate") or [(run["finished_at"].timestamp(),) * 2]
     validate_start, validate_end = validations[-1]
     ran = busy([(s, e) for _, s, e, _ in batches])
-    ready = max((_stamp(s) for s in READY_LINE.findall(logs)), default=None)
-    worker_started = worker_started or marks["planned"]
     points = [
         ("start-up and planning", launched),
         ("snapshots", marks["snapshots"]),
         ("DDL (id_mappings, columns)", marks["ddl"]),
         ("triggers", marks["triggers"]),
-        ("batch planning", marks["planned"]),
-        ("worker start-up (to ready)", worker_started),
-        ("until the first batch (ping, first pages)", ready or worker_started),
+        (PLANNING, marks["planned"]),
+        ("until the first batch (first pages to the workers)", marks["first_stage"]),
         ("batches + hand-offs", first),
         ("closing the last tables (sweep, unique index)", last),
         ("validation", validate_start),
@@ -110,11 +111,23 @@ def tool_phases(
     span = phases.pop("batches + hand-offs")
     order = list(phases.items())
     return {
-        **dict(order[:7]),
+        **dict(order[:6]),
         "batches": ran,
         "hand-offs between tables (no batch running)": span - ran,
-        **dict(order[7:]),
+        **dict(order[6:]),
     }
+
+
+def workers_ready(logs: str, launched: float, worker_started: float | None) -> str:
+    """When the local workers started and were all ready, from the command's launch: they
+    come up while the run is prepared, so this overlaps the phases."""
+    ready = max((_stamp(s) for s in READY_LINE.findall(logs)), default=None)
+    if ready is None or worker_started is None:
+        return "the workers' start is not in their logs"
+    return (
+        f"local workers started {worker_started - launched:.2f} s after the command and were "
+        f"all ready {ready - launched:.2f} s after it (overlapping the phases above)"
+    )
 
 
 def _marks(cur: Any, run_id: str) -> dict[str, float]:
@@ -124,8 +137,9 @@ def _marks(cur: Any, run_id: str) -> dict[str, float]:
     snapshots = m["snapshots"] or 0.0
     ddl = m["ddl"] or snapshots
     triggers = m["first_trigger"] or ddl
+    planned = m["last_trigger"] or triggers
     return {"snapshots": snapshots, "ddl": ddl, "triggers": triggers,
-            "planned": m["last_trigger"] or triggers}
+            "planned": planned, "first_stage": m["first_stage"] or planned}
 
 
 #: The tasks that close a stage: a page's callback, a re-sent page's, a reconciler pass.

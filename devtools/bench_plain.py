@@ -21,6 +21,7 @@ from typing import Any
 
 from psycopg2 import sql
 
+from devtools.bench_phases import PLANNING
 from uuid_migrate import db
 
 BATCH_ROWS = 10_000
@@ -144,5 +145,5 @@ def migrate(url: str, processes: int, specs: tuple[Spec, ...] = CLINIC) -> dict[
             jobs = [(s, lo, hi) for s in wave for lo, hi in ranges[s.table]]
             batches += pool.imap_unordered(_run, jobs)
     batches_s = time.perf_counter() - clock
-    phases = {"DDL (id_mappings, columns)": ddl_s, "batch planning": ranges_s, "batches": batches_s}
+    phases = {"DDL (id_mappings, columns)": ddl_s, PLANNING: ranges_s, "batches": batches_s}
     return {"phases": phases, "seconds": sum(phases.values()), "batches": batches}

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=_batch_size,
-        help=f"rows per batch, at most {MAX_BATCH_SIZE:,} (default: BATCH_SIZE or 1000)",
+        help=f"rows per batch, at most {MAX_BATCH_SIZE:,} (default: BATCH_SIZE, or each "
+        "table's own, 1,000 to 20,000)",
     )
     p.add_argument(
         "--workers",

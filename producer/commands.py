@@ -235,7 +235,7 @@ def _prepare(
         out.write(f"not migrated: {item.describe()}\n")
     planner.take_snapshots(conn, run_id, the_plan)
     planner.apply_additive_ddl(conn, run_id, the_plan, settings.lock_timeout_ms)
-    planner.plan_batches(conn, run_id, the_plan, settings.batch_size)
+    planner.plan_batches(conn, run_id, the_plan)
     planner.mark_running(conn, run_id)
     return run_id, resumed
 

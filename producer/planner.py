@@ -12,10 +12,12 @@ from typing import Any
 from uuid_migrate.errors import PlanError, RunStateError
 from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables, throttles
 from uuid_migrate.ledger.added_mappings import SNAPSHOT_NAME
-from uuid_migrate.plan.cuts import cut_of
-from uuid_migrate.plan.keywalk import walk_ranges
+from uuid_migrate.plan import batch_sizes
+from uuid_migrate.plan.cuts import Cut, cut_of
+from uuid_migrate.plan.keywalk import rows_in, walk_ranges
 from uuid_migrate.plan.model import MAPPING_TABLE, Plan
 from uuid_migrate.plan.plan_data import from_dict, to_dict
+from uuid_migrate.plan.ranges import KeyRange
 from uuid_migrate.plan.stages import stages as plan_stages
 from uuid_migrate.schema import adoption
 from uuid_migrate.schema.apply import apply_step, created_by_live_runs
@@ -58,16 +60,27 @@ def live_home(cur: Any) -> str | None:
 
 
 def open_run(
-    conn: Any, plan: Plan | None, batch_size: int, allow_triggers: bool = False
+    conn: Any, plan: Plan | None, batch_size: int | None, allow_triggers: bool = False
 ) -> tuple[str, Plan, bool]:
-    """The active run to resume, or a new one for `plan`; returns (run id, plan, resumed)."""
+    """The active run to resume, or a new one for `plan`; returns (run id, plan, resumed).
+
+    `batch_size`: the size the user gave (a flag, the environment), kept in a new run's plan
+    unless the plan names its own; None leaves each table its default size."""
     with conn.cursor() as cur:
         if tables.ledger_exists(cur):
             tables.ensure_schema(cur)  # a ledger of an older version gains what it lacks
         active = runs.latest_run(cur) if tables.ledger_exists(cur) else None
         if runs.is_active(active):
             stored = from_dict(active["plan"], stored=True)
-            accepted = replace(plan, allow_user_triggers=stored.allow_user_triggers) if plan else None
+            accepted = (
+                replace(
+                    plan,
+                    allow_user_triggers=stored.allow_user_triggers,
+                    batch_size=plan.batch_size or stored.batch_size,
+                )
+                if plan
+                else None
+            )
             if accepted is not None and to_dict(accepted) != to_dict(stored):
                 raise RunStateError(
                     f"run {active['run_id']} is still in progress with another plan; "
@@ -90,9 +103,11 @@ def open_run(
         check_before_any_change(cur, plan, allow_triggers)
         # accepted for the run, so its workers (also under another role) act on it
         plan = replace(plan, allow_user_triggers=plan.allow_user_triggers or allow_triggers)
+        if plan.batch_size is None:
+            plan = plan.with_batch_size(batch_size)
         tables.ensure_schema(cur)
         run_id = runs.new_run_id()
-        runs.create_run(cur, run_id, to_dict(plan), batch_size)
+        runs.create_run(cur, run_id, to_dict(plan), plan.batch_size or batch_sizes.LARGEST)
         for position, stage in enumerate(plan_stages(plan)):
             stages.add_stage(cur, run_id, position, stage)
     conn.commit()
@@ -138,13 +153,13 @@ def apply_additive_ddl(conn: Any, run_id: str, plan: Plan, lock_timeout_ms: int)
             raise RunStateError(f"run {run_id} was stopped by a rollback; nothing more was changed")
 
 
-def plan_batches(conn: Any, run_id: str, plan: Plan, default_size: int) -> None:
+def plan_batches(conn: Any, run_id: str, plan: Plan) -> None:
     """Walk each stage's table key into ranges and write them, unless already planned."""
     with conn.cursor() as cur:
         pending = [s for s in stages.stages(cur, run_id) if not s["planned"]]
     conn.commit()
     for stage in pending:
-        _plan_stage(conn, run_id, plan, stage["stage"], stage["table"], default_size)
+        _plan_stage(conn, run_id, plan, stage["stage"], stage["table"])
 
 
 def _refuse_if_fenced(cur: Any, run_id: str) -> None:
@@ -156,14 +171,14 @@ def _refuse_if_fenced(cur: Any, run_id: str) -> None:
         raise RunStateError(f"run {run_id} was stopped by a rollback; nothing more was changed")
 
 
-def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, default: int) -> None:
-    spec = plan.table(table)
-    size = plan.batch_size_of(table, default)
+def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str) -> None:
+    cut = cut_of(plan.table(table))
     with conn.cursor() as cur:
         _refuse_if_fenced(cur, run_id)
         batches.clear_stage(cur, run_id, stage)
+        size = plan.batch_size_of(table, 0) or _default_size(cur, plan, table, cut)
         count, total, chunk = 0, 0, []
-        for key_range, rows in walk_ranges(cur, *plan.where(table), cut_of(spec), size):
+        for key_range, rows in walk_ranges(cur, *plan.where(table), cut, size):
             chunk.append((key_range, rows))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:
@@ -174,6 +189,13 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str, defa
         batches.add_batches(cur, run_id, stage, count, chunk)
         stages.mark_planned(cur, run_id, stage, count + len(chunk), total)
     conn.commit()
+
+
+def _default_size(cur: Any, plan: Plan, table: str, cut: Cut) -> int:
+    """The table's default batch size, from its rows (counted up to what decides it)."""
+    everything = KeyRange(None, None)
+    rows = rows_in(cur, *plan.where(table), cut, everything, batch_sizes.rows_to_count())
+    return batch_sizes.default_size(rows)
 
 
 def mark_running(conn: Any, run_id: str) -> None:

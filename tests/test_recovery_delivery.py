@@ -33,7 +33,7 @@ def _plan_only(conn, settings) -> str:
     plan = commands.load_plan(conn, "clinic", None)
     run_id, plan, _ = planner.open_run(conn, plan, settings.batch_size, allow_triggers=True)
     planner.apply_additive_ddl(conn, run_id, plan, settings.lock_timeout_ms)
-    planner.plan_batches(conn, run_id, plan, settings.batch_size)
+    planner.plan_batches(conn, run_id, plan)
     planner.mark_running(conn, run_id)
     return run_id
 

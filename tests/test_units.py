@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import DEFAULT_BATCH_SIZE, load_settings
+from config.settings import DEFAULT_BATCH_TARGET_MS, load_settings
 from uuid_migrate.db import mask_secrets, mask_url
 from uuid_migrate.errors import ConfigError, PlanError
 from uuid_migrate.plan import plan_file
@@ -102,7 +102,8 @@ def test_settings_come_from_the_environment_with_defaults():
         {"DATABASE_URL": "postgresql://u:p@h/db", "REDIS_URL": "redis://r:1/0"}
     )
     assert settings.broker_url == "redis://r:1/0"
-    assert settings.batch_size == DEFAULT_BATCH_SIZE
+    assert settings.batch_size is None  # the default: each table's own (plan/batch_sizes.py)
+    assert settings.batch_target_ms == DEFAULT_BATCH_TARGET_MS
     assert load_settings({"BATCH_SIZE": "250"}).batch_size == 250
     with pytest.raises(ConfigError, match="BATCH_SIZE"):
         load_settings({"BATCH_SIZE": "lots"})
@@ -139,6 +140,7 @@ def test_local_workers_get_exactly_the_producers_settings(tmp_path):
         "REDIS_URL": "redis://r:6380/2",
         "BROKER_URL": "amqp://guest:guest@mq:5672//",
         "BATCH_SIZE": "777",
+        "BATCH_TARGET_MS": "250",
         "UUID_MIGRATE_QUEUE": "q1",
         "LOCK_TIMEOUT_MS": "1234",
         "BATCH_LOCK_TIMEOUT_MS": "321",

@@ -15,6 +15,7 @@ from producer import commands, status_command, validate_command
 from uuid_migrate import db
 from uuid_migrate.execution import batch_run
 from uuid_migrate.ledger.states import RunStatus
+from uuid_migrate.verification import scan_settings
 
 from .helpers import SIZE, rows, run_clinic, scalar
 from .test_cli_and_batches import uuid_migrate
@@ -94,6 +95,29 @@ def test_the_post_report_passes_after_a_run_and_is_what_status_shows(clinic, set
     assert stored["overallStatus"] == "passed" and stored["phase"] == "post"
     assert {c["name"] for c in stored["checks"]} == {c["name"] for c in report["checks"]}
     assert result.status == RunStatus.SUCCEEDED
+    # the run's validation analyzed the id_mappings it filled (the planner knew it empty)
+    assert scalar(
+        clinic,
+        "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'id_mappings'",
+    )
+
+
+def test_the_scans_get_a_larger_work_mem_for_their_transaction_never_a_smaller_one(settings):
+    conn = db.connect(settings.database_url)  # a transaction, as the validation's
+    try:
+        with conn.cursor() as cur:
+            scan_settings.for_scans(cur)
+            cur.execute("SELECT current_setting('work_mem'), current_setting('jit')")
+            assert cur.fetchone() == (scan_settings.SCAN_WORK_MEM, "off")
+            conn.rollback()
+            cur.execute("SELECT current_setting('work_mem')")
+            assert cur.fetchone()[0] != scan_settings.SCAN_WORK_MEM  # for that transaction only
+            cur.execute("SET work_mem = '256MB'")
+            scan_settings.for_scans(cur)
+            cur.execute("SELECT current_setting('work_mem')")
+            assert cur.fetchone()[0] == "256MB"
+    finally:
+        conn.close()
 
 
 def test_each_post_check_fails_on_exactly_what_it_breaks_and_names_the_id(clinic, settings):

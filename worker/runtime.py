@@ -14,6 +14,7 @@ import redis
 
 from config.settings import Settings
 from uuid_migrate import db
+from uuid_migrate.execution.batch_cutting import BatchCutter
 from uuid_migrate.execution.throttle import Limits, Throttle
 from uuid_migrate.redis_store import client
 
@@ -52,6 +53,13 @@ def throttle(settings: Settings) -> Throttle:
         )
         _state["throttle"] = Throttle(redis_client(settings), limits)
     return _state["throttle"]
+
+
+def batch_cutter(settings: Settings) -> BatchCutter:
+    """This process's record of its batches' time per row, kept across batches."""
+    if "cutter" not in _state:
+        _state["cutter"] = BatchCutter(settings.batch_target_ms, settings.min_split_rows)
+    return _state["cutter"]
 
 
 def worker_name() -> str:

@@ -94,6 +94,7 @@ def migrate_batch(
         policy=POLICY,
         heartbeat=Heartbeat(_redis_or_none(), settings.heartbeat_timeout_s),
         throttle=runtime.throttle(settings),
+        cutter=runtime.batch_cutter(settings),
     )
     outcomes = batch_run.run_batch(ctx, run_id, stage, batch_no)
     _after_batches(run_id, outcomes)

@@ -69,6 +69,8 @@ class Claim:
 
     batch: Batch
     previous: str
+    #: The rows the batch held when it was planned (its halves': when it was split).
+    planned_rows: int = 0
 
 
 def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> Claim | None:
@@ -79,16 +81,19 @@ def claim(conn: Any, run_id: str, stage: str, batch_no: int, worker: str) -> Cla
     the same WAL, does; a stamp lost with the server only counts one attempt fewer.
     """
     with conn.cursor() as cur:
-        found = batches.lock(cur, run_id, stage, batch_no, "SET LOCAL synchronous_commit = off; ")
-        if found is None or found.status == BatchStatus.SUCCEEDED:
+        locked = batches.lock_with_planned_rows(
+            cur, run_id, stage, batch_no, "SET LOCAL synchronous_commit = off; "
+        )
+        if locked is None or locked[0].status == BatchStatus.SUCCEEDED:
             conn.commit()
             return None
+        found, planned = locked
         if found.status == BatchStatus.SPLIT:
             conn.commit()
-            return Claim(found, BatchStatus.SPLIT)
+            return Claim(found, BatchStatus.SPLIT, planned)
         claimed = batches.start_attempt(cur, found, worker)
     conn.commit()
-    return Claim(claimed, found.status)
+    return Claim(claimed, found.status, planned)
 
 
 def attempt(

@@ -19,6 +19,7 @@ from uuid_migrate.errors import ConnectionFailed, TriggersWouldFire
 from uuid_migrate.execution import attempt as batch
 from uuid_migrate.execution import split
 from uuid_migrate.execution.attempt import BatchOutcome
+from uuid_migrate.execution.batch_cutting import BatchCutter
 from uuid_migrate.execution.heartbeat import Heartbeat
 from uuid_migrate.execution.throttle import HEALTH_POLL_S, Throttle
 from uuid_migrate.ledger import batches, runs, tables
@@ -50,6 +51,8 @@ class Context:
     sleep: Callable[[float], None] = time.sleep
     #: The run's row budget and the database's health, between batches (None: no brakes).
     throttle: Throttle | None = None
+    #: Cuts a batch of the default size expected to run past its target (None: never).
+    cutter: BatchCutter | None = None
 
 
 def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list[BatchOutcome]:
@@ -78,6 +81,8 @@ def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list
         booked = _book_budget(ctx, run_id, stage_name, todo[0])
         outcome, halves = _one_batch(ctx, plan, stage, run_id, todo.pop(0))
         outcomes.append(outcome)
+        if ctx.cutter is not None and outcome.status == BatchStatus.SUCCEEDED:
+            ctx.cutter.learn(run_id, stage_name, outcome.rows, outcome.duration_ms)
         todo += halves
         _settle_budget(ctx, run_id, booked, outcome)
     return outcomes
@@ -170,6 +175,9 @@ def _one_batch(
             message = f"gave up: {ended} attempts ended without finishing"
             _ledger_write(ctx, batch.mark_failed, job, stage.table, message)
             return _end(base, started, BatchStatus.FAILED, attempt=job.attempts, error=message), []
+        cut = _cut_before_running(ctx, plan, stage, claimed)
+        if cut is not None:
+            return _end(base, started, BatchStatus.SPLIT, attempt=job.attempts), cut
         with ctx.heartbeat.beating(run_id, stage.name, batch_no, ctx.worker):
             done, error = _try_once(ctx, conn, plan, stage, job)
             if done is not None:
@@ -180,6 +188,20 @@ def _one_batch(
             continue
         status, halves, message = verdict
         return _end(base, started, status, attempt=job.attempts, error=message), halves
+
+
+def _cut_before_running(ctx: Context, plan: Plan, stage: Stage, claimed: Any) -> list[int] | None:
+    """The halves of a batch expected to run past the target, or None to run it whole (also
+    when it cannot be cut, or the ledger could not be reached to cut it)."""
+    reason = ctx.cutter and ctx.cutter.should_cut(
+        plan, stage, claimed.batch.run_id, claimed.planned_rows
+    )
+    if not reason:
+        return None
+    halves = _ledger_write(
+        ctx, split.split_batch, plan, stage, claimed.batch, ctx.policy.min_split_rows, reason
+    )
+    return halves if halves and halves is not _FAILED else None
 
 
 def _try_once(

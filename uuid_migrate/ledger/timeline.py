@@ -25,7 +25,7 @@ def succeeded_batches(cur: Any, run_id: str) -> list[tuple[str, float, float, in
 
 def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
     """Epoch seconds of the first snapshot, the first schema step, the first and the last
-    row trigger (None where the run has none)."""
+    row trigger, the first stage started (its first page sent); None where the run has none."""
     cur.execute(
         "SELECT extract(epoch FROM min(taken_at))::float8 FROM uuid_migration.snapshots "
         "WHERE run_id = %s",
@@ -40,11 +40,17 @@ def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
         (run_id,),
     )
     ddl, first_trigger, last_trigger = cur.fetchone()
+    cur.execute(
+        "SELECT extract(epoch FROM min(started_at))::float8 FROM uuid_migration.stages "
+        "WHERE run_id = %s",
+        (run_id,),
+    )
     return {
         "snapshots": snapshots,
         "ddl": ddl,
         "first_trigger": first_trigger,
         "last_trigger": last_trigger,
+        "first_stage": cur.fetchone()[0],
     }
 
 

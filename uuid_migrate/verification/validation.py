@@ -17,7 +17,7 @@ from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.schema.steps import CreateMappingTable
 from uuid_migrate.verification import post_checks as post
-from uuid_migrate.verification import snapshot
+from uuid_migrate.verification import scan_settings, snapshot
 from uuid_migrate.verification.baseline_checks import baseline_checks
 from uuid_migrate.verification.check_sql import column_exists, count_rows
 from uuid_migrate.verification.report import (
@@ -63,8 +63,8 @@ def post_migration_report(
     cur: Any, plan: Plan, run_id: str | None, finished: set[str] | None = None
 ) -> dict[str, Any]:
     """Checks after a run; with `finished`, of a run in progress whose finished stages those are."""
-    # Scans and hash joins over whole tables: compiling them (JIT) costs more than it saves.
-    cur.execute("SELECT set_config('jit', 'off', true)")
+    scan_settings.for_scans(cur)
+    scan_settings.refresh_mapping_statistics(cur, plan)
     checks: list[CheckResult] = []
     done = {t.name for t in plan.tables} if finished is None else finished
     checked = [r for r in plan.relations if r.table in done and _references_done(plan, r.table, done)]
