@@ -231,6 +231,8 @@ def _prepare(
         out.write("note: a run is in progress and keeps its own plan: --schema is not used\n")
     run_id, the_plan, resumed = planner.open_run(conn, wanted, settings.batch_size, allow_triggers)
     out.write(f"{'resuming' if resumed else 'starting'} run {run_id}\n")
+    if resumed and settings.batch_size is not None and the_plan.batch_size != settings.batch_size:
+        out.write("note: a run in progress keeps its own batch sizes: --batch-size is not used\n")
     for item in the_plan.skipped:
         out.write(f"not migrated: {item.describe()}\n")
     planner.take_snapshots(conn, run_id, the_plan)

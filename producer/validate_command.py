@@ -13,6 +13,7 @@ from uuid_migrate.ledger import reports
 from uuid_migrate.plan import catalog, discovery, plan_file
 from uuid_migrate.plan.model import Plan
 from uuid_migrate.plan.plan_data import from_dict
+from uuid_migrate.verification import scan_settings
 from uuid_migrate.verification.report import PRE
 from uuid_migrate.verification.validation import phase_of, validate_database
 
@@ -25,12 +26,16 @@ def validate(
 ) -> dict:
     """Validate the database as it is now, for the run (the latest one by default); the
     report is stored when the ledger exists."""
-    with db.connection(settings.require_database()) as conn, conn.cursor() as cur:
-        run = pick_run(cur, run_id)
-        plan = plan_to_check(cur, run, plan_path, schemas)
-        report = validate_database(cur, plan, run)
-        if run is not None:
-            reports.store(cur, run["run_id"], report["phase"], report)
+    with db.connection(settings.require_database()) as conn:
+        with conn.cursor() as cur:
+            run = pick_run(cur, run_id)
+            plan = plan_to_check(cur, run, plan_path, schemas)
+        conn.commit()
+        scan_settings.refresh_mapping_statistics(conn, plan)
+        with conn.cursor() as cur:
+            report = validate_database(cur, plan, run)
+            if run is not None:
+                reports.store(cur, run["run_id"], report["phase"], report)
     return report
 
 

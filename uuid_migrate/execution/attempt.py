@@ -47,6 +47,8 @@ class BatchOutcome:
     orphans: int = 0
     attempt: int = 0
     duration_ms: int = 0
+    #: Of that, the successful try's transaction: the batch's work, without claims or waits.
+    work_ms: int = 0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:

@@ -74,17 +74,23 @@ def run_batch(ctx: Context, run_id: str, stage_name: str, batch_no: int) -> list
     if status != RunStatus.RUNNING:
         return [BatchOutcome(run_id, stage_name, stage.table, batch_no, "cancelled")]
     outcomes, todo = [], [batch_no]
+    prepaid: set[int] = set()  # halves whose rows their split parent booked already
     while todo:
         if not _rest_while_unhealthy(ctx, run_id):
             outcomes.append(BatchOutcome(run_id, stage_name, stage.table, todo[0], "cancelled"))
             break
-        booked = _book_budget(ctx, run_id, stage_name, todo[0])
-        outcome, halves = _one_batch(ctx, plan, stage, run_id, todo.pop(0))
+        number = todo.pop(0)
+        booked = 0 if number in prepaid else _book_budget(ctx, run_id, stage_name, number)
+        outcome, halves = _one_batch(ctx, plan, stage, run_id, number)
         outcomes.append(outcome)
         if ctx.cutter is not None and outcome.status == BatchStatus.SUCCEEDED:
-            ctx.cutter.learn(run_id, stage_name, outcome.rows, outcome.duration_ms)
+            # over every row of its range: the statement reads them all, writes maybe few
+            ctx.cutter.learn(run_id, stage_name, outcome.planned_rows or outcome.rows, outcome.work_ms)
         todo += halves
-        _settle_budget(ctx, run_id, booked, outcome)
+        if halves and (booked or number in prepaid):
+            prepaid.update(halves)  # the parent's booking stands for the rows they write
+        else:
+            _settle_budget(ctx, run_id, booked, outcome)
     return outcomes
 
 
@@ -178,6 +184,7 @@ def _one_batch(
         cut = _cut_before_running(ctx, plan, stage, claimed)
         if cut is not None:
             return _end(base, started, BatchStatus.SPLIT, attempt=job.attempts), cut
+        conn = ctx.connect()  # the one the cut used, or a new one if the cut lost it
         with ctx.heartbeat.beating(run_id, stage.name, batch_no, ctx.worker):
             done, error = _try_once(ctx, conn, plan, stage, job)
             if done is not None:
@@ -207,6 +214,7 @@ def _cut_before_running(ctx: Context, plan: Plan, stage: Stage, claimed: Any) ->
 def _try_once(
     ctx: Context, conn: Any, plan: Plan, stage: Stage, job: Batch
 ) -> tuple[dict[str, Any] | None, BaseException | None]:
+    began = time.monotonic()
     try:
         result = batch.attempt(
             conn, plan, stage, job, ctx.policy.statement_timeout_ms, ctx.policy.lock_timeout_ms
@@ -223,6 +231,7 @@ def _try_once(
         "mappings": mappings,
         "orphans": orphans,
         "planned_rows": planned,
+        "work_ms": int((time.monotonic() - began) * 1000),
     }, None
 
 

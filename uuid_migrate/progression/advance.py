@@ -27,7 +27,7 @@ from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next
 from uuid_migrate.schema.apply import apply_step, discard_failed_build
 from uuid_migrate.schema.steps import uuid_index
-from uuid_migrate.verification import post_checks
+from uuid_migrate.verification import post_checks, scan_settings
 from uuid_migrate.verification.validation import validate_run
 
 ConnFactory = Callable[[], Any]
@@ -205,6 +205,11 @@ def _index_failed(conn: Any, run_id: str, plan: Any, table: str, failure: str) -
 
 def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:
     """Build and store the post-migration report, then close the run by its verdict."""
+    with conn.cursor() as cur:
+        known = plan_of_run(cur, run_id)
+    conn.commit()
+    if known is not None:  # before the run's lock: its own short transaction
+        scan_settings.refresh_mapping_statistics(conn, known[0])
     with conn.cursor() as cur:
         runs.lock_run(cur, run_id)
         run = runs.get_run(cur, run_id)

@@ -38,27 +38,26 @@ def for_scans(cur: Any) -> None:
     )
 
 
-def refresh_mapping_statistics(cur: Any, plan: Plan) -> bool:
-    """ANALYZE id_mappings when its statistics are stale; True when it was analyzed.
+def refresh_mapping_statistics(conn: Any, plan: Plan) -> bool:
+    """ANALYZE id_mappings when its statistics are stale, in a short transaction of its own
+    (committed: the scans after it plan with them, and its lock is not held while they run);
+    True when it was analyzed.
 
-    Best effort, under a savepoint: a lock it cannot take soon (autovacuum is at it), a
-    read-only transaction or a table the role does not own (ANALYZE then only warns) leaves
-    the statistics as they are.
+    Best effort: a lock it cannot take soon (autovacuum is at it), a read-only transaction or
+    a table the role does not own (ANALYZE then only warns) leaves the statistics as they are.
     """
-    if not _stale(cur, plan):
-        return False
-    cur.execute("SAVEPOINT mapping_statistics")
     try:
-        cur.execute("SELECT current_setting('lock_timeout')")
-        before = cur.fetchone()[0]
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (STATISTICS_LOCK_TIMEOUT,))
-        cur.execute(sql.SQL("ANALYZE {}").format(qualified(plan.schema, MAPPING_TABLE)))
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
-    except psycopg2.Error:  # a lock taken, a read-only transaction: the plan is merely worse
-        cur.execute("ROLLBACK TO SAVEPOINT mapping_statistics")
+        with conn.cursor() as cur:
+            if not _stale(cur, plan):
+                conn.commit()
+                return False
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (STATISTICS_LOCK_TIMEOUT,))
+            cur.execute(sql.SQL("ANALYZE {}").format(qualified(plan.schema, MAPPING_TABLE)))
+        conn.commit()
+        return True
+    except psycopg2.Error:
+        conn.rollback()
         return False
-    cur.execute("RELEASE SAVEPOINT mapping_statistics")
-    return True
 
 
 def _stale(cur: Any, plan: Plan) -> bool:

@@ -64,7 +64,6 @@ def post_migration_report(
 ) -> dict[str, Any]:
     """Checks after a run; with `finished`, of a run in progress whose finished stages those are."""
     scan_settings.for_scans(cur)
-    scan_settings.refresh_mapping_statistics(cur, plan)
     checks: list[CheckResult] = []
     done = {t.name for t in plan.tables} if finished is None else finished
     checked = [r for r in plan.relations if r.table in done and _references_done(plan, r.table, done)]
