@@ -12,8 +12,7 @@ from uuid_migrate.plan import batch_sizes
 from uuid_migrate.plan.model import MAX_BATCH_SIZE
 
 #: Rows per batch when neither the plan, a flag nor BATCH_SIZE says otherwise: each table's
-#: own, at most this many (uuid_migrate/plan/batch_sizes.py; measured in BENCHMARKS.md).
-DEFAULT_BATCH_SIZE = batch_sizes.LARGEST
+#: own (uuid_migrate/plan/batch_sizes.py; measured in BENCHMARKS.md), so `batch_size` is None.
 #: A batch of the default size expected to run longer than this is cut in half before it runs
 #: (0: never), so that it holds its row locks about this long at most (README, Batch size).
 DEFAULT_BATCH_TARGET_MS = 1000
@@ -179,7 +178,7 @@ def producer_pid(env: Mapping[str, str] | None = None) -> int | None:
 def _batch_size(env: Mapping[str, str]) -> int | None:
     if not env.get("BATCH_SIZE"):
         return None
-    size = _positive_int(env, "BATCH_SIZE", DEFAULT_BATCH_SIZE)
+    size = _positive_int(env, "BATCH_SIZE", batch_sizes.LARGEST)  # set: never the default
     if size > MAX_BATCH_SIZE:
         raise ConfigError(f"BATCH_SIZE must be at most {MAX_BATCH_SIZE:,}, got {size:,}")
     return size

@@ -59,5 +59,5 @@ class BatchCutter:
 
 def _size_given(plan: Plan, stage: Stage) -> bool:
     """The user chose the stage's batch size (the plan's or its table's, or the flag's, which
-    a run keeps in its plan)."""
-    return bool(plan.table(stage.table).batch_size or plan.batch_size)
+    a run keeps in its plan): the plan names one, whatever the default."""
+    return bool(plan.batch_size_of(stage.table, 0))
