@@ -4,6 +4,7 @@ of a real command; every URL parameter reaches PostgreSQL as written."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
@@ -140,7 +141,7 @@ def test_a_failing_command_never_shows_the_password_in_any_form(settings, role_u
     user = role_url.split("//", 1)[1].split(":", 1)[0]
     urls = [
         f"{server}/no_such_database",  # the server answers: no such database
-        role_url.replace(":5432/", ":1/"),  # nobody listens
+        re.sub(r":\d+/", ":1/", role_url, count=1),  # nobody listens
         f"{server.replace(f':{ENCODED}', '')}/no_such_database?password={ENCODED}",
         f"postgresql://{user}:{PASSWORD}@{server.split('@', 1)[1]}/x",  # not encoded at all
         f"postgresql://{user}:{ENCODED}%zz@127.0.0.1/x",  # libpq cannot read it
