@@ -19,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from devtools import bench_triggers, sample
+from devtools import bench_plain, bench_triggers, sample
 from devtools.bench_data import pristine, scratch_db
 from devtools.bench_workload import MAX_SECONDS, Timings, Workload, percentile
 from uuid_migrate import db
@@ -72,40 +74,74 @@ def latency(timings: Timings, start: float, end: float) -> tuple[int, float, flo
 def during_run(url: str, name: str, env: dict[str, str], redis_url: str, workers: int) -> Phase:
     """The application alone for BEFORE_S, then throughout `uuid-migrate run --workers N
     --wait`; the run's rate and what it left behind."""
-    phase = Phase(name, load=os.getloadavg()[0])
     command = [str(CLI), "run", "--plan", "clinic", "--workers", str(workers), "--wait"]
     run_env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, **env)
     run_env["UUID_MIGRATE_QUEUE"] = f"uuid_migrate.online.{secrets.token_hex(4)}"
-    workload = Workload(url).start()
-    with tempfile.TemporaryFile() as out:
-        try:
-            time.sleep(WARM_UP_S)
-            before = time.monotonic()
-            time.sleep(BEFORE_S)
-            start = time.monotonic()
+
+    def migrate() -> None:
+        with tempfile.TemporaryFile() as out:
             proc = subprocess.run(command, env=run_env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=MAX_SECONDS - 60)  # fmt: skip
-            end = time.monotonic()
-        finally:
-            timings = workload.stop()
-        if proc.returncode != 0:
-            out.seek(0)
-            raise SystemExit(f"bench: uuid-migrate failed:\n{out.read().decode()[-3000:]}")
+            if proc.returncode != 0:
+                out.seek(0)
+                raise SystemExit(f"bench: uuid-migrate failed:\n{out.read().decode()[-3000:]}")
+
+    phase, timings = with_application(url, name, migrate)
+    phase.rows_per_s, first, last = batch_rate(url)
+    phase.batching = _span_latency(timings, first, last)
+    phase.not_migrated = not_migrated(url)
+    return phase
+
+
+def during_plain(url: str, processes: int) -> Phase:
+    """The same, around the plain SQL of the speed benchmark in `processes` processes: how
+    much any migration writing this fast costs the application here. It installs no
+    triggers, so what the application writes meanwhile is left unmigrated (not counted)."""
+    found: dict[str, Any] = {}
+
+    def migrate() -> None:
+        found.update(bench_plain.migrate(url, processes))
+
+    phase, timings = with_application(url, f"plain SQL, {processes} processes", migrate)
+    batches = found["batches"]
+    first, last = min(b[1] for b in batches), max(b[2] for b in batches)
+    phase.rows_per_s = sum(b[3] for b in batches) / max(last - first, 1e-9)
+    phase.batching = _span_latency(timings, first, last)
+    phase.not_migrated = -1
+    return phase
+
+
+def with_application(url: str, name: str, migrate: Callable[[], None]) -> tuple[Phase, Timings]:
+    """The application alone for BEFORE_S, then throughout `migrate()`: its latency in both."""
+    phase = Phase(name, load=os.getloadavg()[0])
+    workload = Workload(url).start()
+    try:
+        time.sleep(WARM_UP_S)
+        before = time.monotonic()
+        time.sleep(BEFORE_S)
+        start = time.monotonic()
+        migrate()
+        end = time.monotonic()
+    finally:
+        timings = workload.stop()
     phase.before, phase.during = latency(timings, before, start), latency(timings, start, end)
     phase.app_writes, phase.errors = timings.writes(start, end), len(timings.errors)
     if timings.errors:
         log(f"{name}: application errors, first: {timings.errors[0]}")
     phase.run_s = end - start
-    phase.rows_per_s, first, last = batch_rate(url)
-    to_monotonic = time.monotonic() - time.time()  # the ledger's times are the server's clock
-    phase.batching = latency(timings, first + to_monotonic, last + to_monotonic)
-    phase.not_migrated = not_migrated(url)
-    return phase
+    return phase, timings
+
+
+def _span_latency(timings: Timings, first: float, last: float) -> tuple[int, float, float]:
+    """Latency from the first batch's start to the last one's end (epoch seconds)."""
+    to_monotonic = time.monotonic() - time.time()
+    return latency(timings, first + to_monotonic, last + to_monotonic)
 
 
 def batch_rate(url: str) -> tuple[float, float, float]:
     """Rows the run's batches wrote per second, first batch's start to last batch's end
-    (epoch seconds; the server is this machine, 127.0.0.1)."""
+    (epoch seconds: the ledger's times are the server's clock, and the server is this
+    machine, 127.0.0.1)."""
     with db.connection(url) as conn, conn.cursor() as cur:
         run = runs.latest_run(cur)
         rows, first, last = throttles.batch_span(cur, run["run_id"])
@@ -151,6 +187,11 @@ def online_section(server: str, redis_url: str, users: int = 200_000, workers: i
                 if len(phases) == 2:  # the unthrottled run's copy: same data, triggers installed
                     log("the triggers' cost")
                     costs = bench_triggers.cost(copy)
+        for processes in sorted({1, workers}):
+            with scratch_db(server, f"{source}_{len(phases)}", template=source) as copy:
+                log(f"the application before and during plain SQL in {processes} processes")
+                phases.append(during_plain(copy, processes))
+                log(f"plain SQL: {phases[-1]}")
     return render(phases, costs, users, workers, command)
 
 
@@ -170,7 +211,11 @@ def render(phases: list[Phase], costs: dict[str, tuple[float, float]], users: in
         "sweeps, index builds, validation) is not paced. Batch rows/s: the batches' rows from the first "
         "one's start to the last one's end. Not migrated: rows of any table without a "
         "`uuid_id`, without their mapping, or with a stale translation, by our own SQL after "
-        "the run. Load: the 1-minute load average at the phase's start.", "",
+        "the run. Load: the 1-minute load average at the phase's start. The plain SQL phases run "
+        "the speed benchmark's plain SQL (`devtools/bench_plain.py`: key-range batches of "
+        "10,000, no queue, no triggers, nothing validated) in 1 process and in as many as "
+        "workers, with the same application: the latency any migration writing that fast "
+        "costs on this machine, the floor the throttle is judged against.", "",
         "| phase | p50 ms before / during / batches | p99 ms before / during / batches "
         "| p99 during / before | p99 batches / before | run s | batch rows/s "
         "| rate / unthrottled | application writes during the run | not migrated | load |",
@@ -182,7 +227,7 @@ def render(phases: list[Phase], costs: dict[str, tuple[float, float]], users: in
             f"| {p.name} | {b50:.2f} / {d50:.2f} / {t50:.2f} | {b99:.2f} / {d99:.2f} / {t99:.2f} "
             f"| {d99 / b99:.2f} | {t99 / b99:.2f} "
             f"| {p.run_s:.1f} | {p.rows_per_s:,.0f} | {p.rows_per_s / unthrottled.rows_per_s:.2f} "
-            f"| {p.app_writes:,} | {p.not_migrated} | {p.load:.1f} |"
+            f"| {p.app_writes:,} | {p.not_migrated if p.not_migrated >= 0 else '-'} | {p.load:.1f} |"
         )
     if any(p.errors for p in phases):
         lines += ["", "Application errors: " + ", ".join(f"{p.name} {p.errors}" for p in phases)]

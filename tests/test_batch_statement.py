@@ -4,7 +4,14 @@ there is left as it was, and validation names the row whose mapping disagrees.""
 
 from __future__ import annotations
 
+import io
+
+import psycopg2
+from psycopg2.extras import LoggingConnection
+
+from producer import commands, planner
 from tests.helpers import rows, run_clinic, scalar
+from uuid_migrate.execution import attempt
 
 APP_UUID = "00000000-0000-4000-8000-000000000001"
 
@@ -38,3 +45,57 @@ def test_a_batch_meeting_a_mapping_already_there_keeps_it_and_succeeds(clinic, s
         c for c in report["checks"] if c["name"] == "id_mappings_agree" and c["table"] == "users"
     )
     assert (result.status, agree["actual"], agree["sample"]) == ("failed", 1, [taken])
+
+
+def test_after_one_mapped_old_id_a_workers_later_batches_of_the_stage_start_guarded(
+    clinic, settings
+):
+    """While the application writes, its rows come back into later batches with the mapping
+    the tool's trigger gave them: each batch would otherwise run its statement twice."""
+    plan = commands.load_plan(clinic, "clinic", None)
+    run_id, plan, _ = planner.open_run(clinic, plan, 50, allow_triggers=True)
+    planner.apply_additive_ddl(clinic, run_id, plan, settings.lock_timeout_ms)
+    planner.plan_batches(clinic, run_id, plan)
+    planner.mark_running(clinic, run_id)
+    ranges = rows(
+        clinic,
+        "SELECT batch_no, lower_bound, upper_bound FROM uuid_migration.batches "
+        "WHERE run_id = %s AND stage = 'users' ORDER BY batch_no LIMIT 2",
+        (run_id,),
+    )
+    taken = []
+    for _, lower, upper in ranges:  # one old id of each batch's range is mapped already
+        taken += [r[0] for r in rows(
+            clinic,
+            "INSERT INTO id_mappings (table_name, old_id, new_id) SELECT 'users', max(id), "
+            "gen_random_uuid() FROM users WHERE id > coalesce(%s, '') AND id <= %s "
+            "RETURNING old_id",
+            (lower, upper),
+        )]  # fmt: skip
+
+    log = io.StringIO()
+    work = psycopg2.connect(settings.database_url, connection_factory=LoggingConnection)
+    work.initialize(log)
+    statements = []
+    try:
+        for batch_no, _, _ in ranges:
+            log.seek(0)
+            log.truncate()
+            claimed = attempt.claim(work, run_id, "users", batch_no, "test")
+            with work.cursor() as cur:
+                found_plan, stage_map = attempt.plan_of_run(cur, run_id)
+            work.commit()
+            done = attempt.attempt(work, found_plan, stage_map["users"], claimed.batch, 60_000)
+            assert done is not None and done[0] == 50 and done[1] == 49, done
+            statements.append(log.getvalue())
+    finally:
+        work.close()
+
+    first, second = statements
+    assert first.count("WITH upd AS") == 2 and "ROLLBACK TO SAVEPOINT" in first
+    assert first.split("WITH upd AS")[1].count("ON CONFLICT (table_name, old_id)") == 0
+    assert second.count("WITH upd AS") == 1 and "SAVEPOINT" not in second
+    assert "ON CONFLICT (table_name, old_id) DO NOTHING" in second
+    kept = rows(clinic, "SELECT old_id FROM id_mappings m JOIN users u ON u.id = m.old_id "
+                "WHERE m.table_name = 'users' AND m.new_id <> u.uuid_id ORDER BY 1")  # fmt: skip
+    assert [k for (k,) in kept] == sorted(taken)

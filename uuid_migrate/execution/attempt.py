@@ -28,6 +28,11 @@ _PLANS: dict[str, tuple[Plan, dict[str, Stage]]] = {}
 _SILENCING: dict[str, bool] = {}
 #: The application's triggers that fire on a table's batches, by (dsn, run, table).
 _FIRING: dict[tuple[str, str, str], list[str]] = {}
+#: Stages (run, stage) whose batch statement found an old id mapped already in this process.
+#: While the application writes, its rows carry the mapping the tool's trigger gave them and
+#: come back into later batches for their translations: nearly every batch would fail
+#: unguarded and run twice, so after the first the stage's batches here start guarded.
+_GUARDED: set[tuple[str, str]] = set()
 
 
 @dataclass(frozen=True)
@@ -138,19 +143,22 @@ def _batch_statement(
     cur: Any, plan: Plan, stage: Stage, batch: Batch, lock_timeout_ms: int, silenced: bool
 ) -> tuple[int, int, int]:
     """The batch's statement, unguarded first (statement.py); an old id mapped already takes
-    it back to the savepoint and runs it guarded."""
+    it back to the savepoint and runs it guarded, as the stage's later batches here are
+    (`_GUARDED`)."""
+    guarded = (batch.run_id, stage.name) in _GUARDED
     cur.execute(
-        (_SILENCE if silenced else "") + _SETTINGS + f"; SAVEPOINT {_SAVEPOINT}",
+        (_SILENCE if silenced else "") + _SETTINGS + ("" if guarded else f"; SAVEPOINT {_SAVEPOINT}"),
         (BATCH_SETTING, f"{int(lock_timeout_ms)}ms"),
     )
     try:
-        cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range, guarded=False))
+        cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range, guarded=guarded))
     except pg_errors.UniqueViolation as exc:
-        if exc.diag.table_name != MAPPING_TABLE:
+        if guarded or exc.diag.table_name != MAPPING_TABLE:
             raise
         cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         if not _old_id_taken(cur, exc):
             raise  # a drawn UUID mapped already (new_id): the retry draws fresh ones
+        _GUARDED.add((batch.run_id, stage.name))
         cur.execute(batch_statement(plan, stage, batch.run_id, batch.key_range))
     rows, mappings, orphans = cur.fetchone()
     return rows, mappings, orphans
