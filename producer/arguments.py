@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=_batch_size,
         help=f"rows per batch, at most {MAX_BATCH_SIZE:,} (default: BATCH_SIZE, or each "
-        "table's own, 1,000 to 20,000)",
+        "table's own, 5,000 to 20,000)",
     )
     p.add_argument(
         "--workers",

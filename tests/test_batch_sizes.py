@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from devtools import sample
 from producer import commands
 from uuid_migrate.execution.batch_cutting import BatchCutter
 from uuid_migrate.ledger.states import RunStatus
@@ -80,8 +81,11 @@ def _migrated_exactly(conn) -> None:
 
 
 @pytest.mark.e2e
-def test_default_sized_batches_expected_past_the_target_are_cut_before_they_run(clinic, settings):
-    cutting = replace(settings, batch_size=None, batch_target_ms=1, min_split_rows=300)
+def test_default_sized_batches_expected_past_the_target_are_cut_before_they_run(conn, settings):
+    clinic = conn
+    with conn.cursor() as cur:  # tables of a few default-sized batches: the first one teaches
+        sample.build(cur, sample.SampleSize.for_users(6_000))
+    cutting = replace(settings, batch_size=None, batch_target_ms=1, min_split_rows=1_000)
     result = commands.run(cutting, plan_file="clinic", workers=1, out=io.StringIO())
 
     assert result.status == RunStatus.SUCCEEDED
