@@ -102,7 +102,8 @@ def during_plain(url: str, processes: int) -> Phase:
     def migrate() -> None:
         found.update(bench_plain.migrate(url, processes))
 
-    phase, timings = with_application(url, f"plain SQL, {processes} processes", migrate)
+    name = f"plain SQL, {processes} process{'es' if processes > 1 else ''}"
+    phase, timings = with_application(url, name, migrate)
     batches = found["batches"]
     first, last = min(b[1] for b in batches), max(b[2] for b in batches)
     phase.rows_per_s = sum(b[3] for b in batches) / max(last - first, 1e-9)
