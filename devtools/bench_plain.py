@@ -130,11 +130,15 @@ def waves(specs: tuple[Spec, ...]) -> list[list[Spec]]:
     return result
 
 
-def migrate(url: str, processes: int, specs: tuple[Spec, ...] = CLINIC) -> dict[str, Any]:
-    """The whole plain-SQL migration; wall seconds of each part and every batch."""
+def migrate(
+    url: str, processes: int, specs: tuple[Spec, ...] = CLINIC, ddl: bool = True
+) -> dict[str, Any]:
+    """The whole plain-SQL migration; wall seconds of each part and every batch. `ddl=False`:
+    the columns and id_mappings were added already."""
     clock = time.perf_counter()
     with db.connection(url) as conn, conn.cursor() as cur:
-        add_columns(cur, specs)
+        if ddl:
+            add_columns(cur, specs)
     ddl_s, clock = time.perf_counter() - clock, time.perf_counter()
     with db.connection(url) as conn, conn.cursor() as cur:
         ranges = {s.table: boundaries(cur, s.table) for s in specs}
