@@ -8,8 +8,8 @@ guide's schema (BENCHMARKS.md), batches of 20,000 rows ran a fifth faster than b
 5,000. But a table cut into few batches leaves workers idle at its end, waiting for its last
 one: a table gets at least MIN_BATCHES_PER_TABLE batches, none smaller than SMALLEST. Below
 SMALLEST a batch is mostly its fixed cost: between two batches a worker spends 15 to 30 ms
-(its task, claim and ledger writes), which a batch of 1,250 rows (20 ms) doubled; one of
-5,000 rows runs about 100 ms.
+(its task, claim and ledger writes), which a batch of 1,250 rows (20 ms) doubled, and
+batches of 3,750 rows ran 70 to 150 ms.
 
 A size the user gives (`--batch-size`, `BATCH_SIZE`, the plan's or a table's `batch_size`)
 is used as given, for every batch: nothing here applies to it.
