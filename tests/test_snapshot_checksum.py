@@ -38,3 +38,25 @@ def test_the_two_hashes_disagree_so_the_stored_name_matters(conn):
     with conn.cursor() as cur:
         _table(cur)
         assert _snap(cur, "md5")["checksum"]["sum"] != _snap(cur, "hashtextextended")["checksum"]["sum"]
+
+
+def test_a_sum_stored_by_an_older_version_as_numerics_is_the_same_text(conn):
+    """Older versions summed each hash cast to numeric; the sum of bigints is that same exact
+    numeric, so their snapshots still compare equal (also past the 64-bit range, and empty)."""
+    with conn.cursor() as cur:
+        _table(cur)
+        cur.execute("CREATE TABLE \"E\" (id text PRIMARY KEY)")
+        for table in ("T x", "E"):
+            columns = [c[0] for c in snapshot.definition(cur, "public", table)["columns"]]
+            for method, row_hash in snapshot.ROW_HASHES.items():
+                row = "ROW(" + ", ".join(f'c."{c}"' for c in columns) + ")::text"
+                cur.execute(
+                    f"SELECT coalesce(sum(({row_hash.format(row=row)})::numeric), 0)::text "
+                    f'FROM "{table}" AS c'
+                )
+                older = cur.fetchone()[0]
+                now = snapshot.data_checksum(cur, "public", table, columns, method)["sum"]
+                assert now == older, (table, method)
+        cur.execute("SELECT sum(x)::text FROM (VALUES (9223372036854775807::bigint), "
+                    "(9223372036854775807), (-5)) AS v(x)")  # fmt: skip
+        assert cur.fetchone()[0] == "18446744073709551609"
