@@ -134,11 +134,16 @@ def wait_for_end(conn: Any, run_id: str, timeout: float = DEADLINE_S) -> str:
 
 
 def batch_ports(conn: Any) -> set[int]:
-    """Client ports of this database's sessions busy with a batch statement right now."""
+    """Client ports of this database's sessions busy with a batch statement right now: in a
+    transaction that locked its batch's ledger row, so not a final sweep, which runs the same
+    statement without a batch (a kill there leaves no attempt to run again)."""
     found = rows(
         conn,
-        "SELECT client_port FROM pg_stat_activity WHERE datname = current_database() "
-        "AND state = 'active' AND pid <> pg_backend_pid() AND query LIKE %s",
+        "SELECT a.client_port FROM pg_stat_activity a WHERE a.datname = current_database() "
+        "AND a.state = 'active' AND a.pid <> pg_backend_pid() AND a.query LIKE %s "
+        "AND EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid "
+        "AND l.relation = to_regclass('uuid_migration.batches') "
+        "AND l.mode IN ('RowShareLock', 'RowExclusiveLock'))",
         ("WITH upd AS (UPDATE%",),
     )
     return {port for (port,) in found if port}
