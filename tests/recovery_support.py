@@ -16,6 +16,7 @@ from psycopg2 import sql
 
 from config.settings import ENVIRONMENT, Settings
 from devtools import sample
+from producer import commands, planner
 from uuid_migrate import db
 from uuid_migrate.ledger.states import RunStatus
 
@@ -251,3 +252,13 @@ def stop_if_running(process: subprocess.Popen[str]) -> None:
     if process.poll() is None:
         process.kill()
         process.communicate(timeout=30)
+
+
+def plan_only(conn: Any, settings: Settings) -> str:
+    """The ledger of a run, as `run` writes it, with nothing enqueued."""
+    plan = commands.load_plan(conn, "clinic", None)
+    run_id, plan, _ = planner.open_run(conn, plan, settings.batch_size, allow_triggers=True)
+    planner.apply_additive_ddl(conn, run_id, plan, settings.lock_timeout_ms)
+    planner.plan_batches(conn, run_id, plan)
+    planner.mark_running(conn, run_id)
+    return run_id

@@ -9,8 +9,8 @@ import io
 import psycopg2
 from psycopg2.extras import LoggingConnection
 
-from producer import commands, planner
 from tests.helpers import rows, run_clinic, scalar
+from tests.recovery_support import plan_only
 from uuid_migrate.execution import attempt
 
 APP_UUID = "00000000-0000-4000-8000-000000000001"
@@ -52,11 +52,7 @@ def test_after_one_mapped_old_id_a_workers_later_batches_of_the_stage_start_guar
 ):
     """While the application writes, its rows come back into later batches with the mapping
     the tool's trigger gave them: each batch would otherwise run its statement twice."""
-    plan = commands.load_plan(clinic, "clinic", None)
-    run_id, plan, _ = planner.open_run(clinic, plan, 50, allow_triggers=True)
-    planner.apply_additive_ddl(clinic, run_id, plan, settings.lock_timeout_ms)
-    planner.plan_batches(clinic, run_id, plan)
-    planner.mark_running(clinic, run_id)
+    run_id = plan_only(clinic, settings)  # batches of settings.batch_size, 50 rows
     ranges = rows(
         clinic,
         "SELECT batch_no, lower_bound, upper_bound FROM uuid_migration.batches "

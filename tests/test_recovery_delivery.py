@@ -9,7 +9,7 @@ import time
 import pytest
 
 from config.celery import make_app
-from producer import commands, planner
+from producer import commands
 from uuid_migrate import db
 from uuid_migrate.ledger.states import RunStatus
 from worker import dispatch
@@ -19,6 +19,7 @@ from .recovery_support import (
     assert_intact,
     build_clinic,
     cli,
+    plan_only,
     quick,
     slow_batches,
     wait_for_end,
@@ -26,16 +27,6 @@ from .recovery_support import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def _plan_only(conn, settings) -> str:
-    """The ledger of a run, as `run` writes it, with nothing enqueued."""
-    plan = commands.load_plan(conn, "clinic", None)
-    run_id, plan, _ = planner.open_run(conn, plan, settings.batch_size, allow_triggers=True)
-    planner.apply_additive_ddl(conn, run_id, plan, settings.lock_timeout_ms)
-    planner.plan_batches(conn, run_id, plan)
-    planner.mark_running(conn, run_id)
-    return run_id
 
 
 def _both_at_once(conn) -> bool:
@@ -56,7 +47,7 @@ def test_the_same_batch_delivered_twice_at_once_is_done_by_one_and_left_alone_by
     slow_batches(conn, "users", 2.0)
     fast = quick(settings)
     work = db.connect(fast.database_url)
-    run_id = _plan_only(work, fast)
+    run_id = plan_only(work, fast)
     work.close()
     start_workers(2, **fast.__dict__)
     app = make_app(fast)
