@@ -13,7 +13,7 @@ The phases follow one another, so they add up to the run's wall time:
 - until the first batch: the first pages reaching the workers;
 - batches: time in which at least one batch ran, first batch start to last batch end;
 - hand-offs between tables: the rest of that span, when no batch ran (callbacks, a closing
-  table's sweep and unique index before its children start);
+  table's sweep before its children start);
 - closing the last tables: last batch end to the validation's start (their final sweep and
   unique index);
 - validation: the validate task, from its log line;
@@ -23,8 +23,9 @@ The phases follow one another, so they add up to the run's wall time:
 
 Each table's own closing is given too (`closing`), overlapping other tables' batches: from
 its last batch to the start of the callback that closed it (a page's callback waits in the
-queue behind the batches already sent), that callback's unique index build (to the index's
-record in the ledger), and its final sweep (to the stage's end).
+queue behind the batches already sent), that callback's final sweep (to the table's hand-off
+to its dependents, or the stage's end without one), and its unique index (from the hand-off
+to the index's record in the ledger: the index task's wait in the queue and its build).
 """
 
 from __future__ import annotations
@@ -147,18 +148,18 @@ CLOSERS = ("page_done", "stage_check", "reconcile")
 
 
 def closing(cur: Any, run_id: str, logs: str) -> dict[str, dict[str, float | None]]:
-    """Per table: waiting for the callback, its index build, its sweep (seconds; None when
-    the logs do not show which task closed it)."""
+    """Per table: waiting for the callback, its sweep, its unique index (seconds; None when
+    the logs do not show which task closed it, or the table has no index)."""
     tasks = task_times(logs)
     spans = [span for name in CLOSERS for span in tasks.get(name, [])]
     result: dict[str, dict[str, float | None]] = {}
-    for table, (batch_end, built, stage_end) in timeline.closing_times(cur, run_id).items():
-        mark = built or stage_end
-        closer = min((s for s, e in spans if mark is not None and s <= mark <= e + 0.01),
+    for table, (batch_end, handed, built, stage_end) in timeline.closing_times(cur, run_id).items():
+        swept = handed or stage_end
+        closer = min((s for s, e in spans if swept is not None and s <= swept <= e + 0.01),
                      default=None)
         result[table] = {
             "waiting for the callback": None if closer is None else max(closer - batch_end, 0.0),
-            "unique index": None if closer is None or built is None else built - closer,
-            "sweep": None if built is None or stage_end is None else max(stage_end - built, 0.0),
+            "sweep": None if closer is None or swept is None else max(swept - closer, 0.0),
+            "unique index": None if handed is None or built is None else max(built - handed, 0.0),
         }
     return result

@@ -87,23 +87,25 @@ def size_section(size: dict[str, Any], workers: int) -> str:
         out.append(f"| {name} | {_s(p)} | {_s(t)} |")
     out.append(f"| **total** | **{plain.seconds:.1f}** | **{tool.seconds:.1f}** |")
     out += ["", "| table | rows | plain SQL rows/s | uuid-migrate rows/s | uuid-migrate after the "
-            "table's last batch: waiting for the callback s | unique index s | sweep s |",
+            "table's last batch: waiting for the callback s | sweep s | unique index s |",
             "|---|---|---|---|---|---|---|"]
     for table in TABLES:
         c = tool.closing.get(table, {})
         out.append(
             f"| {table} | {counts[table]:,} | {_rate(plain.batches, table)} | "
             f"{_rate(tool.batches, table)} | {_s(c.get('waiting for the callback'))} | "
-            f"{_s(c.get('unique index'))} | {_s(c.get('sweep'))} |"
+            f"{_s(c.get('sweep'))} | {_s(c.get('unique index'))} |"
         )
     out += [
         "",
         "Rows/s per table: its rows over its first batch's start to its last batch's end. "
         "After a table's last batch, the callback that closes its stage (the page's, or a "
-        "reconciler pass) waits in the queue behind the batches already sent, builds the "
-        "table's unique index on `uuid_id` (to its record in the ledger) and sweeps it (to the "
-        "stage's end); this overlaps other tables' batches and makes up the hand-offs and the "
-        "closing phase above (`devtools/bench_phases.py`).",
+        "reconciler pass) waits in the queue behind the batches already sent, then sweeps the "
+        "table and starts the tables depending on it (its hand-off in the ledger); a task of "
+        "its own then builds the table's unique index on `uuid_id` (from the hand-off to the "
+        "index's record in the ledger, its wait in the queue included) while they run. This "
+        "overlaps other tables' batches and makes up the hand-offs and the closing phase above "
+        "(`devtools/bench_phases.py`).",
         "",
         f"- plain SQL: {batch_summary(plain.batches, workers)}",
         f"- uuid-migrate: {batch_summary(tool.batches, workers)}",

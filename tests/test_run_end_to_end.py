@@ -65,7 +65,7 @@ def test_full_run_gives_every_row_a_uuid_translates_references_and_records_orpha
     assert scalar(clinic, "SELECT count(DISTINCT worker) FROM uuid_migration.batches") >= 2
 
 
-def test_children_start_only_after_their_parents_finished(clinic, settings):
+def test_children_start_only_after_their_parents_batches_and_sweep(clinic, settings):
     result = run_clinic(settings)
 
     for child, parent in (
@@ -77,17 +77,19 @@ def test_children_start_only_after_their_parents_finished(clinic, settings):
             "SELECT min(started_at) FROM uuid_migration.batches WHERE run_id = %s AND stage = %s",
             (result.run_id, child),
         )
-        parent_done = scalar(
+        handed_off, parent_done = rows(
             clinic,
-            "SELECT finished_at FROM uuid_migration.stages WHERE run_id = %s AND stage = %s",
+            "SELECT handed_off_at, finished_at FROM uuid_migration.stages "
+            "WHERE run_id = %s AND stage = %s",
             (result.run_id, parent),
-        )
+        )[0]
         last_parent_batch = scalar(
             clinic,
             "SELECT max(finished_at) FROM uuid_migration.batches WHERE run_id = %s AND stage = %s",
             (result.run_id, parent),
         )
-        assert last_parent_batch <= parent_done < first_child_start, (child, parent)
+        assert last_parent_batch <= handed_off < first_child_start, (child, parent)
+        assert handed_off <= parent_done, "a table is done once its unique index is built"
 
 
 def test_unique_indexes_are_built_and_valid_after_the_backfill(clinic, settings):

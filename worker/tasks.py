@@ -179,6 +179,20 @@ def stage_check(self: Task, run_id: str, stage: str) -> dict[str, Any]:
     return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
 
 
+@app.task(name=dispatch.STAGE_INDEX_TASK, **_CALLBACK)
+def stage_index(self: Task, run_id: str, stage: str) -> dict[str, Any]:
+    """A handed-off stage's unique index, then its close, while its dependents run."""
+    nxt = _retried(
+        self,
+        lambda: advance.build_stage_index(
+            runtime.database(settings), _index_connection, _progress(run_id),
+            run_id, stage, settings.dispatch_page,
+        ),
+    )  # fmt: skip
+    dispatch.send_next(app, settings.queue, run_id, nxt)
+    return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
+
+
 @app.task(name=dispatch.VALIDATE_TASK, **_CALLBACK)
 def validate(self: Task, run_id: str) -> dict[str, Any]:
     """The run's final post-migration validation, stored in the ledger."""

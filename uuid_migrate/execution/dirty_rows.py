@@ -7,8 +7,8 @@ for it: no `uuid_id` yet, or a translation that differs from its parent's curren
 (NULL where no parent row exists, so an orphan whose translation is NULL already is not
 dirty). Two more, where the statement would act on them too: in a table whose `uuid_id` was
 adopted, a row without its mapping; in a references stage, an orphan without its error
-record. Without a relation, `uuid_id IS NULL` is an index scan of the stage's unique index
-(a btree holds NULLs).
+record. The stage's unique index on `uuid_id` is built after the sweep (see
+`progression.advance`), so without a relation this is one pass over the table.
 """
 
 from __future__ import annotations

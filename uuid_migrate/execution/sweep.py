@@ -1,5 +1,6 @@
-"""The final sweep of a stage, after its batches (and its unique index) are done: the rows
-that raced with the triggers found by one query, and fixed by the batch statement.
+"""The final sweep of a stage, after its batches are done and before the stages depending on
+it start: the rows that raced with the triggers found by one query, and fixed by the batch
+statement.
 
 The tool's triggers keep the application's writes in step, but a few can race with them: a
 child row written while its parent's UUID was not yet committed keeps a NULL translation, a

@@ -22,11 +22,12 @@ _STAGE_KEYS = (
     "dispatched_upto",
     "started_at",
     "finished_at",
+    "handed_off_at",
 )
 
 _SELECT = (
     "SELECT stage, table_name, kind, depends_on, status, planned, total_rows, batch_count, "
-    "dispatched_upto, started_at, finished_at FROM uuid_migration.stages"
+    "dispatched_upto, started_at, finished_at, handed_off_at FROM uuid_migration.stages"
 )
 
 
@@ -79,15 +80,28 @@ def claim_pages(cur: Any, run_id: str, stage_name: str, done_upto: int, size: in
 
 
 def start_ready(cur: Any, run_id: str) -> list[str]:
-    """pending -> running for every planned stage whose parents all succeeded."""
+    """pending -> running for every planned stage whose parents all succeeded or, still
+    building their unique index, handed their tables over."""
     cur.execute(
         "UPDATE uuid_migration.stages s SET status = 'running', started_at = now(), "
         "dispatched_upto = 0 WHERE s.run_id = %s AND s.status = 'pending' AND s.planned "
         "AND NOT EXISTS (SELECT 1 FROM uuid_migration.stages d WHERE d.run_id = s.run_id "
-        "AND d.stage = ANY(s.depends_on) AND d.status <> 'succeeded') RETURNING s.stage",
+        "AND d.stage = ANY(s.depends_on) AND d.status <> 'succeeded' "
+        "AND NOT (d.status = 'running' AND d.handed_off_at IS NOT NULL)) RETURNING s.stage",
         (run_id,),
     )
     return [row[0] for row in cur.fetchall()]
+
+
+def hand_off(cur: Any, run_id: str, stage_name: str) -> bool:
+    """A running stage's batches and sweep are done: its dependents may start; False if
+    another caller already handed it off."""
+    cur.execute(
+        "UPDATE uuid_migration.stages SET handed_off_at = now() WHERE run_id = %s "
+        "AND stage = %s AND status = 'running' AND handed_off_at IS NULL RETURNING 1",
+        (run_id, stage_name),
+    )
+    return cur.fetchone() is not None
 
 
 def finish(cur: Any, run_id: str, stage_name: str, status: StageStatus) -> bool:
@@ -100,12 +114,16 @@ def finish(cur: Any, run_id: str, stage_name: str, status: StageStatus) -> bool:
     return cur.fetchone() is not None
 
 
-def reopen(cur: Any, run_id: str, stage_names: list[str]) -> list[str]:
-    """failed -> running for the stages whose batches are sent again."""
+def reopen(
+    cur: Any, run_id: str, stage_names: list[str], status: StageStatus = StageStatus.FAILED
+) -> list[str]:
+    """`status` (failed, or succeeded: see `requeue`) -> running for the stages whose
+    batches are sent again or which close again (swept and handed off again once done)."""
     cur.execute(
-        "UPDATE uuid_migration.stages SET status = 'running', finished_at = NULL "
-        "WHERE run_id = %s AND stage = ANY(%s) AND status = 'failed' RETURNING stage",
-        (run_id, stage_names),
+        "UPDATE uuid_migration.stages SET status = 'running', finished_at = NULL, "
+        "handed_off_at = NULL "
+        "WHERE run_id = %s AND stage = ANY(%s) AND status = %s RETURNING stage",
+        (run_id, stage_names, status),
     )
     return [row[0] for row in cur.fetchall()]
 

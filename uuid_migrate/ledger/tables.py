@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS uuid_migration.stages (
     dispatched_upto integer NOT NULL DEFAULT 0,
     started_at      timestamptz,
     finished_at     timestamptz,
+    handed_off_at   timestamptz,
     PRIMARY KEY (run_id, stage)
 );
 CREATE TABLE IF NOT EXISTS uuid_migration.batches (
@@ -180,6 +181,10 @@ CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
 );
 """
 
+#: When a stage handed its table over to the stages that depend on it: batches and final
+#: sweep done, its unique index still to build (see `progression.advance`).
+_HANDOFF_SQL = "ALTER TABLE uuid_migration.stages ADD COLUMN IF NOT EXISTS handed_off_at timestamptz"
+
 #: Ledger tables later versions added, created where a ledger lacks them.
 _LATER_TABLES = {
     "added_mappings": _ADDED_MAPPINGS_SQL,
@@ -208,6 +213,12 @@ def ensure_worker_parts(cur: Any) -> None:
     """What the batches and index builds of this version write to and a ledger begun by an
     older version lacks; workers call this too, so they can take over such a run."""
     ensure_step_order(cur)
+    cur.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+        "'uuid_migration.stages'::regclass AND attname = 'handed_off_at' AND NOT attisdropped)"
+    )
+    if cur.fetchone()[0]:
+        cur.execute(_HANDOFF_SQL)
     for name, create in _LATER_TABLES.items():
         if not table_exists(cur, name):
             cur.execute(create)

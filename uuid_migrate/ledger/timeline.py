@@ -54,20 +54,23 @@ def step_marks(cur: Any, run_id: str) -> dict[str, float | None]:
     }
 
 
-def closing_times(cur: Any, run_id: str) -> dict[str, tuple[float, float | None, float | None]]:
-    """Per table, in epoch seconds: its last batch's end, its unique index's first record
-    (written once the build is done; a callback run twice records it again), its stage's end
-    (after the final sweep)."""
+def closing_times(
+    cur: Any, run_id: str
+) -> dict[str, tuple[float, float | None, float | None, float | None]]:
+    """Per table, in epoch seconds: its last batch's end, its hand-off (after the final
+    sweep; None for a table whose backfill has none), its unique index's first record
+    (written once the build is done; a task run twice records it again), its stage's end."""
     cur.execute(
         "WITH last AS (SELECT s.table_name, max(b.finished_at) AS batch_end, "
+        "max(s.handed_off_at) AS handed_off, "
         "max(s.finished_at) AS stage_end FROM uuid_migration.stages s "
         "JOIN uuid_migration.batches b USING (run_id, stage) WHERE s.run_id = %s GROUP BY 1), "
         "idx AS (SELECT step->>'table' AS table_name, min(applied_at) AS built "
         "FROM uuid_migration.ddl_steps WHERE run_id = %s AND step->>'kind' = 'unique_index' "
         "GROUP BY 1) "
         "SELECT l.table_name, extract(epoch FROM l.batch_end)::float8, "
-        "extract(epoch FROM i.built)::float8, extract(epoch FROM l.stage_end)::float8 "
-        "FROM last l LEFT JOIN idx i USING (table_name)",
+        "extract(epoch FROM l.handed_off)::float8, extract(epoch FROM i.built)::float8, "
+        "extract(epoch FROM l.stage_end)::float8 FROM last l LEFT JOIN idx i USING (table_name)",
         (run_id, run_id),
     )
-    return {t: (float(b), i, s) for t, b, i, s in cur.fetchall()}
+    return {t: (float(b), h, i, s) for t, b, h, i, s in cur.fetchall()}

@@ -70,8 +70,9 @@ def after_page(
     conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
     end: int, page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
-    """A chord finished page `end` of a stage: send the next page, or close the stage (once
-    its unique index is built and its final sweep has fixed what raced with the triggers)."""
+    """A chord finished page `end` of a stage: send the next page, or, once its final sweep
+    has fixed what raced with the triggers, close the stage (a table's backfill: hand it off
+    to its dependents, its unique index owed)."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
         if run is None or run["status"] != RunStatus.RUNNING:
@@ -88,16 +89,14 @@ def after_page(
     if outcome == StageStatus.RUNNING or not known:
         return Next()  # a batch is still out (a redelivery); its own page callback will close
     plan, stage_map = known
-    if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
-        table = stage_map[stage].table
-        failure = build_unique_index(index_conn, run_id, uuid_index(plan, table))
-        if failure:
-            outcome = _index_failed(conn, run_id, plan, table, failure)
-    swept = outcome == StageStatus.SUCCEEDED and sweep.sweep_stage(
-        conn, plan, stage_map[stage], run_id, lock_timeout_ms
+    swept = outcome == StageStatus.SUCCEEDED and (
+        row["handed_off_at"] is not None
+        or sweep.sweep_stage(conn, plan, stage_map[stage], run_id, lock_timeout_ms)
     )
     if swept is None:
         return Next()  # rolled back meanwhile
+    if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
+        return hand_off(conn, progress, run_id, stage, page_size)
     return close_stage(conn, progress, run_id, stage, outcome, page_size)
 
 
@@ -125,6 +124,53 @@ def continue_stage(
     return after_page(
         conn, index_conn, progress, run_id, stage, row["batch_count"], page_size, lock_timeout_ms
     )
+
+
+def hand_off(
+    conn: Any, progress: Progress | None, run_id: str, stage: str, page_size: int
+) -> Next:
+    """A table's batches and sweep are done: the stages depending on it start now, and its
+    unique index is owed (`build_stage_index`), built while they run. Their translations need
+    the table's UUIDs, which are all there; not the index, which only proves them unique."""
+    with conn.cursor() as cur:
+        runs.lock_run(cur, run_id)
+        stages.hand_off(cur, run_id, stage)
+        nxt = advance_run(cur, run_id, page_size)
+    conn.commit()
+    publish_checkpoints(conn, progress, run_id, {p.stage for p in nxt.pages})
+    nxt.indexes.append(stage)
+    return nxt
+
+
+def build_stage_index(
+    conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
+    page_size: int,
+) -> Next:  # fmt: skip
+    """The unique index a handed-off stage owes, then the stage's close: succeeded, or failed
+    with the rows that share a uuid_id. Nothing when another session is building it (that
+    one closes the stage), when the stage is no longer owed one, or once a rollback began."""
+    with conn.cursor() as cur:
+        run = runs.get_run(cur, run_id)
+        row = stages.stage(cur, run_id, stage)
+        known = plan_of_run(cur, run_id)
+    conn.commit()
+    owed = row is not None and row["status"] == StageStatus.RUNNING and row["handed_off_at"]
+    if run is None or run["status"] != RunStatus.RUNNING or not owed or not known:
+        return Next()
+    plan, stage_map = known
+    table = stage_map[stage].table
+    built = build_unique_index(index_conn, run_id, uuid_index(plan, table))
+    if built == _BUSY or _fenced(conn, run_id):
+        return Next()
+    outcome = StageStatus.SUCCEEDED if built is None else _index_failed(conn, run_id, plan, table, built)
+    return close_stage(conn, progress, run_id, stage, outcome, page_size)
+
+
+def _fenced(conn: Any, run_id: str) -> bool:
+    with conn.cursor() as cur:
+        fenced = runs.run_is_fenced(cur, run_id)
+    conn.commit()
+    return fenced
 
 
 def close_stage(
@@ -175,13 +221,20 @@ def resume(conn: Any, progress: Progress | None, run_id: str, page_size: int) ->
     return nxt
 
 
+#: What `build_unique_index` returns when another session holds the index's lock.
+_BUSY = "busy"
+
+
 def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> str | None:
-    """The table's unique index on `uuid_id`, through the one path of every schema step; the
-    reason when the values are not unique (the build's leftovers dropped: that never clears
-    by trying again, so it is not retried)."""
+    """The table's unique index on `uuid_id`, through the one path of every schema step: None
+    once built (or a rollback fenced the run), `_BUSY` when another session is at it (never
+    waited for: a reconciler pass must not sit out a build of hours), else the reason the
+    values are not unique (the build's leftovers dropped: that never clears by trying again,
+    so it is not retried)."""
     conn = index_conn()
     try:
-        apply_step(conn, run_id, index, lock_timeout_ms=0)
+        if apply_step(conn, run_id, index, lock_timeout_ms=0, wait_for_lock=False) is None:
+            return _BUSY
         return None
     except psycopg2.IntegrityError as exc:
         discard_failed_build(conn, index)

@@ -1,4 +1,5 @@
-"""What must be sent once the ledger's changes are committed: pages of batches, validation.
+"""What must be sent once the ledger's changes are committed: pages of batches, unique index
+builds, validation.
 
 Progression decides and commits; only then does its caller send these, so a message never
 points at state that was not committed.
@@ -29,9 +30,12 @@ class Next:
     validate: bool = False
     #: Re-sent batches: chords whose callback continues their stage (`continue_stage`).
     retries: list[Page] = field(default_factory=list)
+    #: Handed-off stages whose unique index is owed (`build_stage_index`).
+    indexes: list[str] = field(default_factory=list)
 
     def merge(self, other: Next) -> Next:
         self.pages += other.pages
         self.retries += other.retries
+        self.indexes += [s for s in other.indexes if s not in self.indexes]
         self.validate = self.validate or other.validate
         return self

@@ -62,16 +62,28 @@ def reopen(cur: Any, run_id: str, chosen: list[Batch], stale_after_s: float) -> 
 
 def _reopen_finished_failed(cur: Any, run_id: str, table: str | None) -> list[Page]:
     """Failed stages whose batches all finished (their unique index could not be built):
-    reopened with an empty page, whose callback closes the stage and builds it again."""
+    reopened with an empty page, whose callback closes the stage and builds it again.
+
+    Such a stage had handed its table off, so the stages depending on it ran meanwhile, with
+    the values that were then fixed by hand: those that finished are reopened too, so that
+    their callbacks sweep them again (a running one sweeps when it closes)."""
+    rows = stages.stages(cur, run_id)
     names = [
         row["stage"]
-        for row in stages.stages(cur, run_id)
+        for row in rows
         if row["status"] == StageStatus.FAILED
         and (table is None or row["table"] == table)
         and not figures.batch_counts(cur, run_id, row["stage"]).get(BatchStatus.FAILED)
     ]
+    handed = {row["stage"] for row in rows if row["stage"] in names and row["handed_off_at"]}
+    dependents = [
+        row["stage"]
+        for row in rows
+        if row["status"] == StageStatus.SUCCEEDED and handed & set(row["depends_on"])
+    ]
     stages.reopen(cur, run_id, names)
-    return [Page(run_id, name, 0, ()) for name in names]
+    stages.reopen(cur, run_id, dependents, StageStatus.SUCCEEDED)
+    return [Page(run_id, name, 0, ()) for name in names + dependents]
 
 
 def retry(

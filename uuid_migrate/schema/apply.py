@@ -85,9 +85,12 @@ def created_by_live_runs(cur: Any) -> set[str]:
     return {step_from_dict(d).identity() for d, created in step_records.of_runs(cur, live) if created}
 
 
-def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool:
+def apply_step(
+    conn: Any, run_id: str, step: Step, lock_timeout_ms: int, wait_for_lock: bool = True
+) -> bool | None:
     """Apply one forward step for the run and record it; False (nothing done) once a
-    rollback has fenced the run.
+    rollback has fenced the run; None (nothing done) when `wait_for_lock` is False and
+    another session holds a concurrent step's advisory lock.
 
     Only a step that creates its object runs its forward SQL: what was there already (a
     column, an index the application had) is taken as it is and recorded as not created.
@@ -116,7 +119,10 @@ def apply_step(conn: Any, run_id: str, step: Step, lock_timeout_ms: int) -> bool
     if not step.concurrent:
         run_ddl(conn, work, lock_timeout_ms, step.describe())
         return applied
-    with _autocommit(conn), conn.cursor() as cur, advisory_lock(cur, step.lock_key()):
+    key = step.lock_key()
+    with _autocommit(conn), conn.cursor() as cur, advisory_lock(cur, key, wait_for_lock) as held:
+        if not held:
+            return None
         run_ddl(conn, work, 0, step.describe())
     return applied
 
@@ -188,16 +194,19 @@ def reverse_step(conn: Any, index_conn: Any, step: Step, lock_timeout_ms: int) -
 
 
 @contextlib.contextmanager
-def advisory_lock(cur: Any, key: int) -> Iterator[None]:
+def advisory_lock(cur: Any, key: int, wait: bool = True) -> Iterator[bool]:
     """A session advisory lock, taken by polling: a blocked `pg_advisory_lock` keeps a
     snapshot while it waits, which a CREATE INDEX CONCURRENTLY holding the lock would wait
-    for in turn."""
+    for in turn. Yields whether it is held: without `wait`, False when another session has it."""
     while True:
         cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
         if cur.fetchone()[0]:
             break
+        if not wait:
+            yield False
+            return
         time.sleep(ADVISORY_POLL_S)
     try:
-        yield
+        yield True
     finally:
         cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
