@@ -22,10 +22,10 @@ The phases follow one another, so they add up to the run's wall time:
 - producer exit: from there to the producer's exit.
 
 Each table's own closing is given too (`closing`), overlapping other tables' batches: from
-its last batch to the start of the callback that closed it (a page's callback waits in the
-queue behind the batches already sent), that callback's final sweep (to the table's hand-off
-to its dependents, or the stage's end without one), and its unique index (from the hand-off
-to the index's record in the ledger: the index task's wait in the queue and its build).
+its last batch to the start of its final sweep (a page's callback waits in the queue behind
+the batches already sent, then sends the sweep and the index as two tasks), the sweep (to
+the table's hand-off to its dependents, or the stage's end without one), and its unique
+index, built beside the sweep (from the sweep's start to the index's record in the ledger).
 """
 
 from __future__ import annotations
@@ -143,8 +143,9 @@ def _marks(cur: Any, run_id: str) -> dict[str, float]:
             "planned": planned, "first_stage": m["first_stage"] or planned}
 
 
-#: The tasks that close a stage: a page's callback, a re-sent page's, a reconciler pass.
-CLOSERS = ("page_done", "stage_check", "reconcile")
+#: The tasks that sweep a stage: a backfill's own sweep task; a page's callback, a re-sent
+#: page's or a reconciler pass for another stage.
+CLOSERS = ("page_done", "stage_check", "reconcile", "stage_sweep")
 
 
 def closing(cur: Any, run_id: str, logs: str) -> dict[str, dict[str, float | None]]:
@@ -160,6 +161,6 @@ def closing(cur: Any, run_id: str, logs: str) -> dict[str, dict[str, float | Non
         result[table] = {
             "waiting for the callback": None if closer is None else max(closer - batch_end, 0.0),
             "sweep": None if closer is None or swept is None else max(swept - closer, 0.0),
-            "unique index": None if handed is None or built is None else max(built - handed, 0.0),
+            "unique index": None if closer is None or built is None else max(built - closer, 0.0),
         }
     return result

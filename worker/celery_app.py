@@ -14,13 +14,13 @@ from worker import dispatch, watchdog
 settings = load_settings()
 app = make_app(settings)
 app.conf.include = ["worker.tasks"]
-#: The callbacks of pages, index builds and reconciler passes keep no result key in Redis:
+#: The callbacks of pages, sweeps, index builds and reconciler passes keep no result key in Redis:
 #: nothing reads one (the ledger is the truth; Flower shows results from events), and kept for
 #: `result_expires` they would pile up with the run's length. A page's batches keep none
 #: either, by their messages (worker/dispatch.py); validate and retry, once per run, do.
 _RESULTLESS = (
-    dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK, dispatch.STAGE_INDEX_TASK,
-    dispatch.RECONCILE_TASK,
+    dispatch.PAGE_DONE_TASK, dispatch.STAGE_CHECK_TASK, dispatch.STAGE_SWEEP_TASK,
+    dispatch.STAGE_INDEX_TASK, dispatch.RECONCILE_TASK,
 )  # fmt: skip
 app.conf.task_annotations = {name: {"ignore_result": True} for name in _RESULTLESS}
 #: A control task sent by name without a queue (Flower's "apply", `send_task`) goes to the

@@ -1,5 +1,5 @@
-"""Sending work by task name: a page of batches as a chord, a stage's unique index, and the
-final validation.
+"""Sending work by task name: a page of batches as a chord, a closing stage's sweep and
+unique index, and the final validation.
 
 The producer and the workers' own callbacks both send through here, so a resumed run and a
 running one produce the same messages. Batches go to the run's queue; callbacks and control
@@ -19,12 +19,14 @@ BATCH_TASK = "uuid_migrate.batch"
 PAGE_DONE_TASK = "uuid_migrate.page_done"
 VALIDATE_TASK = "uuid_migrate.validate"
 STAGE_CHECK_TASK = "uuid_migrate.stage_check"
+STAGE_SWEEP_TASK = "uuid_migrate.stage_sweep"
 STAGE_INDEX_TASK = "uuid_migrate.stage_index"
 RETRY_TASK = "uuid_migrate.retry"
 RECONCILE_TASK = "uuid_migrate.reconcile"
 #: Callbacks and control tasks: each goes to the control queue, never behind batches.
 CONTROL_TASKS = (
-    PAGE_DONE_TASK, STAGE_CHECK_TASK, STAGE_INDEX_TASK, VALIDATE_TASK, RETRY_TASK, RECONCILE_TASK,
+    PAGE_DONE_TASK, STAGE_CHECK_TASK, STAGE_SWEEP_TASK, STAGE_INDEX_TASK, VALIDATE_TASK,
+    RETRY_TASK, RECONCILE_TASK,
 )  # fmt: skip
 CONTROL_SUFFIX = ".control"
 #: Stamped on every batch message, so that `revoke_by_stamped_headers` can revoke a run's.
@@ -79,18 +81,20 @@ def schedule_reconcile(app: Celery, queue: str, run_id: str, countdown: float) -
     app.send_task(RECONCILE_TASK, args=(run_id,), queue=control_queue(queue), countdown=countdown)
 
 
-def send_index(app: Celery, queue: str, run_id: str, stage: str) -> None:
-    app.send_task(STAGE_INDEX_TASK, args=(run_id, stage), queue=control_queue(queue))
+def send_closing(app: Celery, queue: str, run_id: str, task: str, stage: str) -> None:
+    app.send_task(task, args=(run_id, stage), queue=control_queue(queue))
 
 
 def send_next(app: Celery, queue: str, run_id: str, nxt: Next) -> None:
-    """Pages first: a handed-off table's dependents start before its index is built."""
+    """Pages first, then a closing stage's sweep (its dependents wait for it), then its index."""
     for page in nxt.pages:
         send_page(app, queue, page)
     for page in nxt.retries:
         send_page(app, queue, page, retry=True)
+    for stage in nxt.sweeps:
+        send_closing(app, queue, run_id, STAGE_SWEEP_TASK, stage)
     for stage in nxt.indexes:
-        send_index(app, queue, run_id, stage)
+        send_closing(app, queue, run_id, STAGE_INDEX_TASK, stage)
     if nxt.validate:
         send_validation(app, queue, run_id)
 

@@ -11,7 +11,6 @@ from celery import Celery
 from kombu.exceptions import KombuError
 
 from config.settings import Settings
-from uuid_migrate import db
 from uuid_migrate.ledger import runs
 from uuid_migrate.recovery import reconcile, requeue
 from uuid_migrate.redis_store import reconciler_key
@@ -35,10 +34,8 @@ def reconcile_and_send(
     app: Celery, settings: Settings, conn: Any, redis_conn: Any, run_id: str
 ) -> dict[str, Any]:
     """One reconciler pass for the run; sends its decisions and keeps the schedule alive."""
-    url = settings.require_database()
     nxt = reconcile.reconcile(
         conn,
-        lambda: db.connect(url, autocommit=True),
         redis_conn,
         run_id,
         stale_after_s=settings.heartbeat_timeout_s,

@@ -15,7 +15,7 @@ from uuid_migrate.execution import batch_run
 from uuid_migrate.execution.attempt import BatchOutcome
 from uuid_migrate.execution.heartbeat import Heartbeat
 from uuid_migrate.ledger import runs, tables
-from uuid_migrate.progression import advance
+from uuid_migrate.progression import advance, closing
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.recovery.breaker import check_circuit
 from uuid_migrate.redis_store import client
@@ -151,7 +151,7 @@ def page_done(self: Task, run_id: str, stage: str, end: int) -> dict[str, Any]:
     nxt = _retried(
         self,
         lambda: advance.after_page(
-            runtime.database(settings), _index_connection, _progress(run_id),
+            runtime.database(settings), _progress(run_id),
             run_id, stage, end, settings.dispatch_page, settings.batch_lock_timeout_ms,
         ),
     )
@@ -171,7 +171,7 @@ def stage_check(self: Task, run_id: str, stage: str) -> dict[str, Any]:
     nxt = _retried(
         self,
         lambda: advance.continue_stage(
-            runtime.database(settings), _index_connection, _progress(run_id),
+            runtime.database(settings), _progress(run_id),
             run_id, stage, settings.dispatch_page, settings.batch_lock_timeout_ms,
         ),
     )
@@ -179,12 +179,26 @@ def stage_check(self: Task, run_id: str, stage: str) -> dict[str, Any]:
     return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
 
 
-@app.task(name=dispatch.STAGE_INDEX_TASK, **_CALLBACK)
-def stage_index(self: Task, run_id: str, stage: str) -> dict[str, Any]:
-    """A handed-off stage's unique index, then its close, while its dependents run."""
+@app.task(name=dispatch.STAGE_SWEEP_TASK, **_CALLBACK)
+def stage_sweep(self: Task, run_id: str, stage: str) -> dict[str, Any]:
+    """A backfill's final sweep, then the stages waiting for its table start."""
     nxt = _retried(
         self,
-        lambda: advance.build_stage_index(
+        lambda: closing.sweep_and_hand_off(
+            runtime.database(settings), _progress(run_id), run_id, stage,
+            settings.dispatch_page, settings.batch_lock_timeout_ms,
+        ),
+    )  # fmt: skip
+    dispatch.send_next(app, settings.queue, run_id, nxt)
+    return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
+
+
+@app.task(name=dispatch.STAGE_INDEX_TASK, **_CALLBACK)
+def stage_index(self: Task, run_id: str, stage: str) -> dict[str, Any]:
+    """A backfill's unique index on `uuid_id`, built beside its sweep."""
+    nxt = _retried(
+        self,
+        lambda: closing.build_stage_index(
             runtime.database(settings), _index_connection, _progress(run_id),
             run_id, stage, settings.dispatch_page,
         ),

@@ -9,28 +9,22 @@ callback, can make each move only once. Functions commit, then return what must 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import redis
 
-from uuid_migrate import retrying
 from uuid_migrate.execution import sweep
 from uuid_migrate.execution.attempt import BatchOutcome, plan_of_run
-from uuid_migrate.ledger import batches, error_records, runs, stages
+from uuid_migrate.ledger import batches, runs, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.plan.stages import BACKFILL
 from uuid_migrate.progression import checkpoint, outcomes
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next
-from uuid_migrate.schema.apply import apply_step, discard_failed_build
-from uuid_migrate.schema.steps import uuid_index
-from uuid_migrate.verification import post_checks, scan_settings
+from uuid_migrate.verification import scan_settings
 from uuid_migrate.verification.validation import validate_run
-
-ConnFactory = Callable[[], Any]
 
 
 @dataclass(frozen=True)
@@ -67,12 +61,12 @@ def after_batches(
 
 
 def after_page(
-    conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
+    conn: Any, progress: Progress | None, run_id: str, stage: str,
     end: int, page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
-    """A chord finished page `end` of a stage: send the next page, or, once its final sweep
-    has fixed what raced with the triggers, close the stage (a table's backfill: hand it off
-    to its dependents, its unique index owed)."""
+    """A chord finished page `end` of a stage: send the next page, or close the stage once its
+    final sweep has fixed what raced with the triggers (a table's backfill: its sweep and its
+    unique index are owed, as tasks of their own: `closing`)."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
         if run is None or run["status"] != RunStatus.RUNNING:
@@ -89,19 +83,19 @@ def after_page(
     if outcome == StageStatus.RUNNING or not known:
         return Next()  # a batch is still out (a redelivery); its own page callback will close
     plan, stage_map = known
-    swept = outcome == StageStatus.SUCCEEDED and (
-        row["handed_off_at"] is not None
-        or sweep.sweep_stage(conn, plan, stage_map[stage], run_id, lock_timeout_ms)
+    if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
+        swept = row["handed_off_at"] is not None
+        return Next(sweeps=[] if swept else [stage], indexes=[stage])  # see `closing`
+    swept = outcome == StageStatus.SUCCEEDED and sweep.sweep_stage(
+        conn, plan, stage_map[stage], run_id, lock_timeout_ms
     )
     if swept is None:
         return Next()  # rolled back meanwhile
-    if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
-        return hand_off(conn, progress, run_id, stage, page_size)
     return close_stage(conn, progress, run_id, stage, outcome, page_size)
 
 
 def continue_stage(
-    conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
+    conn: Any, progress: Progress | None, run_id: str, stage: str,
     page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
     """Callback of re-sent batches and the reconciler's step: once nothing sent is still out,
@@ -122,55 +116,8 @@ def continue_stage(
                 return Next(pages=[page])
     conn.commit()
     return after_page(
-        conn, index_conn, progress, run_id, stage, row["batch_count"], page_size, lock_timeout_ms
+        conn, progress, run_id, stage, row["batch_count"], page_size, lock_timeout_ms
     )
-
-
-def hand_off(
-    conn: Any, progress: Progress | None, run_id: str, stage: str, page_size: int
-) -> Next:
-    """A table's batches and sweep are done: the stages depending on it start now, and its
-    unique index is owed (`build_stage_index`), built while they run. Their translations need
-    the table's UUIDs, which are all there; not the index, which only proves them unique."""
-    with conn.cursor() as cur:
-        runs.lock_run(cur, run_id)
-        stages.hand_off(cur, run_id, stage)
-        nxt = advance_run(cur, run_id, page_size)
-    conn.commit()
-    publish_checkpoints(conn, progress, run_id, {p.stage for p in nxt.pages})
-    nxt.indexes.append(stage)
-    return nxt
-
-
-def build_stage_index(
-    conn: Any, index_conn: ConnFactory, progress: Progress | None, run_id: str, stage: str,
-    page_size: int,
-) -> Next:  # fmt: skip
-    """The unique index a handed-off stage owes, then the stage's close: succeeded, or failed
-    with the rows that share a uuid_id. Nothing when another session is building it (that
-    one closes the stage), when the stage is no longer owed one, or once a rollback began."""
-    with conn.cursor() as cur:
-        run = runs.get_run(cur, run_id)
-        row = stages.stage(cur, run_id, stage)
-        known = plan_of_run(cur, run_id)
-    conn.commit()
-    owed = row is not None and row["status"] == StageStatus.RUNNING and row["handed_off_at"]
-    if run is None or run["status"] != RunStatus.RUNNING or not owed or not known:
-        return Next()
-    plan, stage_map = known
-    table = stage_map[stage].table
-    built = build_unique_index(index_conn, run_id, uuid_index(plan, table))
-    if built == _BUSY or _fenced(conn, run_id):
-        return Next()
-    outcome = StageStatus.SUCCEEDED if built is None else _index_failed(conn, run_id, plan, table, built)
-    return close_stage(conn, progress, run_id, stage, outcome, page_size)
-
-
-def _fenced(conn: Any, run_id: str) -> bool:
-    with conn.cursor() as cur:
-        fenced = runs.run_is_fenced(cur, run_id)
-    conn.commit()
-    return fenced
 
 
 def close_stage(
@@ -219,41 +166,6 @@ def resume(conn: Any, progress: Progress | None, run_id: str, page_size: int) ->
     nxt.pages = pages + nxt.pages
     publish_checkpoints(conn, progress, run_id, None)
     return nxt
-
-
-#: What `build_unique_index` returns when another session holds the index's lock.
-_BUSY = "busy"
-
-
-def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> str | None:
-    """The table's unique index on `uuid_id`, through the one path of every schema step: None
-    once built (or a rollback fenced the run), `_BUSY` when another session is at it (never
-    waited for: a reconciler pass must not sit out a build of hours), else the reason the
-    values are not unique (the build's leftovers dropped: that never clears by trying again,
-    so it is not retried)."""
-    conn = index_conn()
-    try:
-        if apply_step(conn, run_id, index, lock_timeout_ms=0, wait_for_lock=False) is None:
-            return _BUSY
-        return None
-    except psycopg2.IntegrityError as exc:
-        discard_failed_build(conn, index)
-        return retrying.one_line(exc)
-    finally:
-        conn.close()
-
-
-def _index_failed(conn: Any, run_id: str, plan: Any, table: str, failure: str) -> StageStatus:
-    """The stage fails with an error record naming the rows that share a uuid_id."""
-    with conn.cursor() as cur:
-        shared = post_checks.uuid_unique(cur, plan, table)
-        message = (
-            f"cannot build the unique index on {table}.uuid_id: {shared.actual} rows share "
-            f"a uuid_id (ids {', '.join(shared.sample)}): {failure}"
-        )
-        error_records.record(cur, run_id, table, None, message, {"ids": shared.sample})
-    conn.commit()
-    return StageStatus.FAILED
 
 
 def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
-"""What must be sent once the ledger's changes are committed: pages of batches, unique index
-builds, validation.
+"""What must be sent once the ledger's changes are committed: pages of batches, the sweeps and
+unique indexes of stages closing, validation.
 
 Progression decides and commits; only then does its caller send these, so a message never
 points at state that was not committed.
@@ -30,12 +30,14 @@ class Next:
     validate: bool = False
     #: Re-sent batches: chords whose callback continues their stage (`continue_stage`).
     retries: list[Page] = field(default_factory=list)
-    #: Handed-off stages whose unique index is owed (`build_stage_index`).
+    #: Stages whose final sweep and hand-off, or unique index, are owed (`closing`).
+    sweeps: list[str] = field(default_factory=list)
     indexes: list[str] = field(default_factory=list)
 
     def merge(self, other: Next) -> Next:
         self.pages += other.pages
         self.retries += other.retries
+        self.sweeps += [s for s in other.sweeps if s not in self.sweeps]
         self.indexes += [s for s in other.indexes if s not in self.indexes]
         self.validate = self.validate or other.validate
         return self

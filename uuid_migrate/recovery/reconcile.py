@@ -28,7 +28,6 @@ from uuid_migrate.recovery import requeue
 
 def reconcile(
     conn: Any,
-    index_conn_factory: Any,
     redis_conn: Any,
     run_id: str,
     *,
@@ -60,9 +59,7 @@ def reconcile(
     for stage in running:
         if not any(p.stage == stage for p in nxt.retries):
             nxt.merge(
-                advance.continue_stage(
-                    conn, index_conn_factory, progress, run_id, stage, page_size
-                )
+                advance.continue_stage(conn, progress, run_id, stage, page_size)
             )
     with conn.cursor() as cur:
         nxt.merge(advance.advance_run(cur, run_id, page_size))
