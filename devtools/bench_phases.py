@@ -23,9 +23,9 @@ The phases follow one another, so they add up to the run's wall time:
 
 Each table's own closing is given too (`closing`), overlapping other tables' batches: from
 its last batch to the start of its final sweep (a page's callback waits in the queue behind
-the batches already sent, then sends the sweep and the index as two tasks), the sweep (to
-the table's hand-off to its dependents, or the stage's end without one), and its unique
-index, built beside the sweep (from the sweep's start to the index's record in the ledger).
+the batches already sent, then sends the index's task and sweeps), the sweep (to the
+table's hand-off to its dependents, or the stage's end without one), and its unique index,
+built beside the sweep (from the sweep's start to the index's record in the ledger).
 """
 
 from __future__ import annotations

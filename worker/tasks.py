@@ -147,7 +147,9 @@ def _redis_or_none() -> Any:
 
 @app.task(name=dispatch.PAGE_DONE_TASK, **_CALLBACK)
 def page_done(self: Task, run_id: str, stage: str, end: int) -> dict[str, Any]:
-    """Chord callback: the next page, or the stage's close, decided from the ledger."""
+    """Chord callback: the next page, or the stage's close, decided from the ledger. A
+    backfill's sweep is done here once its index task is sent, not queued behind the batches
+    already sent: the tables depending on it wait for it."""
     nxt = _retried(
         self,
         lambda: advance.after_page(
@@ -155,7 +157,12 @@ def page_done(self: Task, run_id: str, stage: str, end: int) -> dict[str, Any]:
             run_id, stage, end, settings.dispatch_page, settings.batch_lock_timeout_ms,
         ),
     )
+    sweeps, nxt.sweeps = nxt.sweeps, []
     dispatch.send_next(app, settings.queue, run_id, nxt)
+    for swept in sweeps:
+        then = _retried(self, lambda s=swept: _sweep(run_id, s))
+        dispatch.send_next(app, settings.queue, run_id, then)
+        nxt.merge(then)
     return {
         "run_id": run_id,
         "stage": stage,
@@ -181,16 +188,18 @@ def stage_check(self: Task, run_id: str, stage: str) -> dict[str, Any]:
 
 @app.task(name=dispatch.STAGE_SWEEP_TASK, **_CALLBACK)
 def stage_sweep(self: Task, run_id: str, stage: str) -> dict[str, Any]:
-    """A backfill's final sweep, then the stages waiting for its table start."""
-    nxt = _retried(
-        self,
-        lambda: closing.sweep_and_hand_off(
-            runtime.database(settings), _progress(run_id), run_id, stage,
-            settings.dispatch_page, settings.batch_lock_timeout_ms,
-        ),
-    )  # fmt: skip
+    """A backfill's final sweep, then the stages waiting for its table start (sent by a
+    re-sent page's callback or the reconciler; a page's callback sweeps by itself)."""
+    nxt = _retried(self, lambda: _sweep(run_id, stage))
     dispatch.send_next(app, settings.queue, run_id, nxt)
     return {"run_id": run_id, "stage": stage, "sent_pages": len(nxt.pages), "validate": nxt.validate}
+
+
+def _sweep(run_id: str, stage: str) -> Any:
+    return closing.sweep_and_hand_off(
+        runtime.database(settings), _progress(run_id), run_id, stage,
+        settings.dispatch_page, settings.batch_lock_timeout_ms,
+    )  # fmt: skip
 
 
 @app.task(name=dispatch.STAGE_INDEX_TASK, **_CALLBACK)

@@ -1,10 +1,11 @@
 """The close of a table's backfill stage: its final sweep and its unique index, side by side.
 
-Once a backfill's batches are all done, two tasks are owed, each sent as its own message so
-that two workers take them at once:
-- the sweep (`sweep_and_hand_off`): the rows that raced with the triggers fixed, then the hand-off:
-  the stages depending on the table start, since their translations need its UUIDs (all
-  there now), not its index;
+Once a backfill's batches are all done, two pieces of work are owed, and two workers do them
+at once (the page's callback sends the index as a task, then sweeps by itself; a reconciler
+pass sends both):
+- the sweep (`sweep_and_hand_off`): the rows that raced with the triggers fixed, then the
+  hand-off: the stages depending on the table start, since their translations need its
+  UUIDs (all there now), not its index;
 - the unique index on `uuid_id` (`build_stage_index`), built concurrently meanwhile; it only
   proves the UUIDs unique.
 Each marks its own part done in the ledger (the hand-off; the index's step record and the
