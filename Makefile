@@ -28,7 +28,8 @@ test: venv
 
 # The benchmark into BENCHMARKS.md and docs/benchmark.png: 200,000 and 1,000,000 users (about
 # 6 minutes on 2 CPUs). BENCH_ARGS=--quick: 200,000 users only, under 3 minutes; --scale-out:
-# also 1, 2 and 4 workers; --memory-sizes 1000000,3000000: memory at each size.
+# also 1, 2 and 4 workers; --memory-sizes 1000000,3000000: memory at each size; --rounds 3: each
+# method 3 times per size, in alternating order, the medians reported (a noisy machine).
 bench: venv
 	$(WITH_SERVICES) $(PY) -m devtools.bench $(BENCH_ARGS)
 

@@ -34,7 +34,7 @@ from devtools import (
     bench_safety,
     bench_scale,
 )
-from devtools.bench_methods import plain_sql, run_tool
+from devtools.bench_methods import Measured, plain_sql, run_tool
 
 FIGURE = Path("docs/benchmark.png")
 
@@ -44,28 +44,44 @@ def log(message: str) -> None:
 
 
 def measure_size(server: str, users: int, args: argparse.Namespace, last: bool) -> dict[str, Any]:
-    """Build one size, run the plain SQL and the tool each on a copy; the validation and
-    rollback timings on the tool's copy of the last size."""
+    """Build one size, run the plain SQL and the tool each on a copy, `--rounds` times in
+    turn (which one goes first alternates, so drift in the machine's speed hits both alike);
+    each method's median run is reported. The validation and rollback timings on the tool's
+    first copy of the last size."""
     size = bench_data.size_for(users)
     counts = bench_data.counts_of(size)
     result: dict[str, Any] = {"users": users, "counts": counts, "rows": sum(counts.values())}
+    measured: dict[str, list[Measured]] = {"plain": [], "tool": []}
     with bench_data.pristine(server, size) as (name, build_s):
         log(f"built {result['rows']:,} rows for {users:,} users in {build_s:.0f} s")
         if last and not args.quick:
             with bench_data.scratch_db(server, f"{name}_v", template=name) as url:
                 result["baseline"] = bench_safety.baseline(url)
-        with bench_data.scratch_db(server, f"{name}_p", template=name) as url:
-            log(f"({users:,}) plain SQL, {args.workers} processes")
-            result["plain"] = plain_sql(url, args.workers)
-            bench_data.check(url, counts, size.orphans)
-        with bench_data.scratch_db(server, f"{name}_t", template=name) as url:
-            log(f"({users:,}) uuid-migrate run --workers {args.workers} --wait")
-            result["tool"] = run_tool(url, args.redis_url, args.workers)
-            bench_data.check(url, counts, size.orphans)
-            if "baseline" in result:
-                result["safety"] = [result["baseline"], *bench_safety.after_run(url)]
+        for round_no in range(args.rounds):
+            order = ("plain", "tool") if round_no % 2 == 0 else ("tool", "plain")
+            for method in order:
+                with bench_data.scratch_db(server, f"{name}_{method}{round_no}", template=name) as url:
+                    measured[method].append(_one_method(url, method, users, args))
+                    bench_data.check(url, counts, size.orphans)
+                    if method == "tool" and round_no == 0 and "baseline" in result:
+                        result["safety"] = [result["baseline"], *bench_safety.after_run(url)]
+    result["rounds"] = [(p.seconds, t.seconds) for p, t in zip(*measured.values(), strict=True)]
+    result["plain"], result["tool"] = (_median(measured[m]) for m in ("plain", "tool"))
     log(f"({users:,}) plain {result['plain'].seconds:.1f} s, tool {result['tool'].seconds:.1f} s")
     return result
+
+
+def _one_method(url: str, method: str, users: int, args: argparse.Namespace) -> Measured:
+    if method == "plain":
+        log(f"({users:,}) plain SQL, {args.workers} processes")
+        return plain_sql(url, args.workers)
+    log(f"({users:,}) uuid-migrate run --workers {args.workers} --wait")
+    return run_tool(url, args.redis_url, args.workers)
+
+
+def _median(runs: list[Measured]) -> Measured:
+    """The run of median time (the faster of the two middle ones for an even count)."""
+    return sorted(runs, key=lambda m: m.seconds)[(len(runs) - 1) // 2]
 
 
 def cuts(server: str, args: argparse.Namespace) -> str:
@@ -94,6 +110,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=positive, default=2, help="default 2")
     p.add_argument("--quick", action="store_true",
                    help="200,000 users only (unless --users), no cuts, no validate/rollback")
+    p.add_argument("--rounds", type=positive, default=1,
+                   help="runs of each method per size, in alternating order; the median is "
+                   "reported (default 1)")
     p.add_argument("--scale-out", action="store_true", help="also 1, 2 and 4 workers")
     p.add_argument("--scale-users", type=positive, default=100_000, help="default 100,000")
     p.add_argument("--memory-sizes", type=sizes, default=[],

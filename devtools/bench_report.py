@@ -74,6 +74,13 @@ def issue_table(sizes: list[dict[str, Any]], workers: int, batch: int = BATCH_RO
             f"| {users:,} ({size['rows']:,}) | {plain.seconds:.1f} s | {tool.seconds:.1f} s | "
             f"**{ratio:.2f}**{mark} |"
         )
+    rounds = [size for size in sizes if len(size.get("rounds", [])) > 1]
+    if rounds:
+        lines += ["", "Each method ran in rounds, which one first alternating; the table gives "
+                  "each one's median run (and the sections below those runs). Plain SQL s / "
+                  "uuid-migrate s per round:", ""]
+        lines += [f"- {size['users']:,} users: " + ", ".join(
+            f"{p:.1f} / {t:.1f} ({p / t:.2f})" for p, t in size["rounds"]) for size in rounds]
     return "\n".join(lines)
 
 
