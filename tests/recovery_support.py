@@ -262,3 +262,20 @@ def plan_only(conn: Any, settings: Settings) -> str:
     planner.plan_batches(conn, run_id, plan)
     planner.mark_running(conn, run_id)
     return run_id
+
+
+def share_u1s_uuid_with_u2(app: Any) -> None:
+    """The application copies user u1's uuid_id to u2, and commits: a unique index on users'
+    uuid_id can no longer be built."""
+    with app.cursor() as cur:
+        cur.execute("UPDATE users SET uuid_id = (SELECT uuid_id FROM users WHERE id = 'u1') WHERE id = 'u2'")
+    app.commit()
+
+
+def assert_index_failed_on_u1_and_u2(conn: Any, run_id: str) -> None:
+    """The run ended failed, naming the two users, and left no index behind."""
+    assert wait_for_end(conn, run_id) == RunStatus.FAILED
+    message = scalar(conn, "SELECT message FROM uuid_migration.runs WHERE run_id = %s", (run_id,))
+    assert "cannot build the unique index on users.uuid_id: 2 rows share a uuid_id (ids u1, u2)" in message
+    assert scalar(conn, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
+    assert scalar(conn, "SELECT to_regclass('users_uuid_id_key') IS NULL")

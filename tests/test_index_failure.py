@@ -14,7 +14,13 @@ from uuid_migrate import db
 from uuid_migrate.ledger.states import RunStatus
 
 from .helpers import rows, scalar
-from .recovery_support import cli, quick, wait_for_end, wait_until
+from .recovery_support import (
+    assert_index_failed_on_u1_and_u2,
+    cli,
+    quick,
+    share_u1s_uuid_with_u2,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,17 +51,9 @@ def test_a_uuid_id_shared_by_two_rows_fails_the_table_with_their_ids_and_leaves_
         cur.execute("UPDATE users SET name = name WHERE id = 'nobody'")  # holds its table lock
     start_workers(1, **fast.__dict__)
     wait_until(lambda: _index_build_waiting(conn), what="the index build waiting on the application")
-    with app.cursor() as cur:  # meanwhile the application copies one row's uuid_id to another
-        cur.execute("UPDATE users SET uuid_id = (SELECT uuid_id FROM users WHERE id = 'u1') WHERE id = 'u2'")
-    app.commit()
+    share_u1s_uuid_with_u2(app)
 
-    status = wait_for_end(conn, queued.run_id)
-
-    assert status == RunStatus.FAILED
-    message = scalar(conn, "SELECT message FROM uuid_migration.runs WHERE run_id = %s", (queued.run_id,))
-    assert "cannot build the unique index on users.uuid_id: 2 rows share a uuid_id (ids u1, u2)" in message
-    assert scalar(conn, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
-    assert scalar(conn, "SELECT to_regclass('users_uuid_id_key') IS NULL")
+    assert_index_failed_on_u1_and_u2(conn, queued.run_id)
     shown = status_command.status(settings)
     assert "u1, u2" in shown["message"]
     users = next(t for t in shown["tables"] if t["table"] == "users")

@@ -18,7 +18,14 @@ from uuid_migrate.redis_store import client
 from worker import reconciling
 
 from .helpers import rows, scalar
-from .recovery_support import cli, quick, wait_for_end, wait_until
+from .recovery_support import (
+    assert_index_failed_on_u1_and_u2,
+    cli,
+    quick,
+    share_u1s_uuid_with_u2,
+    wait_for_end,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +61,22 @@ def _hold_users(settings):
     return app
 
 
+def _dashboards_done_while_the_users_index_waits(conn, settings, start_workers) -> tuple:
+    """A run queued, the application holding users, two workers: once the users index build
+    waits on the application and dashboards finished; (settings, run, application)."""
+    _build(conn)
+    fast = quick(settings)
+    queued = commands.run(fast, out=io.StringIO())  # planned and queued, no worker yet
+    app = _hold_users(settings)
+    start_workers(2, **fast.__dict__)
+    wait_until(lambda: _users_index_waiting(conn), what="the users index build waiting")
+    wait_until(
+        lambda: _stage(conn, queued.run_id, "dashboards")[0] == StageStatus.SUCCEEDED,
+        what="dashboards done while the users index waits",
+    )
+    return fast, queued, app
+
+
 def _users_index_waiting(conn) -> bool:
     return bool(
         scalar(
@@ -84,17 +107,7 @@ def _untranslated(conn) -> int:
 def test_a_parents_unique_index_is_built_while_its_children_run(
     conn, settings, start_workers
 ):
-    _build(conn)
-    fast = quick(settings)
-    queued = commands.run(fast, out=io.StringIO())  # planned and queued, no worker yet
-    app = _hold_users(settings)
-    start_workers(2, **fast.__dict__)
-
-    wait_until(lambda: _users_index_waiting(conn), what="the users index build waiting")
-    wait_until(
-        lambda: _stage(conn, queued.run_id, "dashboards")[0] == StageStatus.SUCCEEDED,
-        what="dashboards done while the users index waits",
-    )
+    fast, queued, app = _dashboards_done_while_the_users_index_waits(conn, settings, start_workers)
     status, handed_off = _stage(conn, queued.run_id, "users")
     assert status == StageStatus.RUNNING and handed_off is not None
     assert rows(conn, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'users_uuid_id_key'::regclass") == [
@@ -140,29 +153,12 @@ def test_a_parents_unique_index_is_built_while_its_children_run(
 def test_a_parents_index_failing_after_its_children_started_fails_the_run_and_retry_ends_it(
     conn, settings, start_workers
 ):
-    _build(conn)
-    fast = quick(settings)
-    queued = commands.run(fast, out=io.StringIO())
-    app = _hold_users(settings)
-    start_workers(2, **fast.__dict__)
-    wait_until(lambda: _users_index_waiting(conn), what="the users index build waiting")
-    wait_until(
-        lambda: _stage(conn, queued.run_id, "dashboards")[0] == StageStatus.SUCCEEDED,
-        what="dashboards done while the users index waits",
-    )
-    with app.cursor() as cur:  # meanwhile the application copies one row's uuid_id to another
-        cur.execute("UPDATE users SET uuid_id = (SELECT uuid_id FROM users WHERE id = 'u1') WHERE id = 'u2'")
-    app.commit()
+    fast, queued, app = _dashboards_done_while_the_users_index_waits(conn, settings, start_workers)
+    share_u1s_uuid_with_u2(app)
 
-    status = wait_for_end(conn, queued.run_id)
-
-    assert status == RunStatus.FAILED
-    message = scalar(conn, "SELECT message FROM uuid_migration.runs WHERE run_id = %s", (queued.run_id,))
-    assert "cannot build the unique index on users.uuid_id: 2 rows share a uuid_id (ids u1, u2)" in message
+    assert_index_failed_on_u1_and_u2(conn, queued.run_id)
     assert _stage(conn, queued.run_id, "users")[0] == StageStatus.FAILED
     assert _stage(conn, queued.run_id, "dashboards")[0] == StageStatus.SUCCEEDED
-    assert scalar(conn, "SELECT to_regclass('users_uuid_id_key') IS NULL")
-    assert scalar(conn, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == 0
 
     with conn.cursor() as cur:  # fixed by hand: u2 gets a UUID of its own, and its mapping
         cur.execute(
