@@ -7,8 +7,8 @@ for it: no `uuid_id` yet, or a translation that differs from its parent's curren
 (NULL where no parent row exists, so an orphan whose translation is NULL already is not
 dirty). Two more, where the statement would act on them too: in a table whose `uuid_id` was
 adopted, a row without its mapping; in a references stage, an orphan without its error
-record. The stage's unique index on `uuid_id` is built after the sweep (see
-`progression.advance`), so without a relation this is one pass over the table.
+record. The stage's unique index on `uuid_id` is built beside the sweep (see
+`progression.closing`), so without a relation this is one pass over the table.
 """
 
 from __future__ import annotations

@@ -115,15 +115,17 @@ def finish(cur: Any, run_id: str, stage_name: str, status: StageStatus) -> bool:
 
 
 def reopen(
-    cur: Any, run_id: str, stage_names: list[str], status: StageStatus = StageStatus.FAILED
+    cur: Any, run_id: str, stage_names: list[str], status: StageStatus = StageStatus.FAILED,
+    to: StageStatus = StageStatus.RUNNING,
 ) -> list[str]:
-    """`status` (failed, or succeeded: see `requeue`) -> running for the stages whose
-    batches are sent again or which close again (swept and handed off again once done)."""
+    """`status` -> `to`: failed -> running for the stages whose batches are sent again or
+    which close again (swept and handed off again once done); succeeded -> pending for those
+    to start again after their parent (see `requeue`)."""
     cur.execute(
-        "UPDATE uuid_migration.stages SET status = 'running', finished_at = NULL, "
+        "UPDATE uuid_migration.stages SET status = %s, finished_at = NULL, "
         "handed_off_at = NULL "
         "WHERE run_id = %s AND stage = ANY(%s) AND status = %s RETURNING stage",
-        (run_id, stage_names, status),
+        (to, run_id, stage_names, status),
     )
     return [row[0] for row in cur.fetchall()]
 

@@ -11,8 +11,8 @@ pass sends both):
 Each marks its own part done in the ledger (the hand-off; the index's step record and the
 index valid) and then looks at the other's: whichever ends last closes the stage, and since
 each writes before it looks, one of them always does (a close is a compare-and-set, so both
-may try). An index that cannot be built fails the stage at once; a failed stage is never
-handed off, so nothing more starts after it. Either task finding the other's kind already at
+may try). An index that cannot be built fails the stage at once, and no stage starts after a
+failed one (one that had been handed off keeps what it started). Either task finding the other's kind already at
 work (a reconciler pass, a redelivery) returns at once: a sweep or a build of hours is never
 waited for.
 """
@@ -57,14 +57,19 @@ def sweep_and_hand_off(
         return Next()
     plan, planned, row = owed
     with _sweep_lock(conn, run_id, stage) as held:
-        if not held:
+        again = _owed(conn, run_id, stage) if held else None  # a sweep that ended meanwhile
+        if again is None or again[2]["handed_off_at"] is not None:
             return Next()
         swept = sweep.sweep_stage(conn, plan, planned, run_id, lock_timeout_ms)
-    if swept is None:
-        return Next()  # rolled back meanwhile
-    nxt = hand_off(conn, progress, run_id, stage, page_size)
-    if _index_valid(conn, plan, row["table"]):
-        nxt.merge(close_stage(conn, progress, run_id, stage, StageStatus.SUCCEEDED, page_size))
+        if swept is None:
+            return Next()  # rolled back meanwhile
+        nxt = hand_off(conn, progress, run_id, stage, page_size)
+    try:  # the pages above are owed whatever happens now: an index task closes it otherwise
+        if _index_valid(conn, plan, row["table"]):
+            nxt.merge(close_stage(conn, progress, run_id, stage, StageStatus.SUCCEEDED, page_size))
+    except psycopg2.Error:
+        with contextlib.suppress(psycopg2.Error):
+            conn.rollback()
     return nxt
 
 
@@ -89,7 +94,9 @@ def build_stage_index(
     if owed is None:
         return Next()
     plan, _, row = owed
-    built = build_unique_index(index_conn, run_id, uuid_index(plan, row["table"]))
+    # built already (a reconciler pass sent this again): nothing to record twice
+    valid = _index_valid(conn, plan, row["table"])
+    built = None if valid else build_unique_index(index_conn, run_id, uuid_index(plan, row["table"]))
     if built == BUSY or _fenced(conn, run_id):
         return Next()
     if built is not None:

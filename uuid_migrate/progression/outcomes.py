@@ -47,12 +47,13 @@ def stage_outcome(cur: Any, run_id: str, stage: str) -> StageStatus:
 
 
 def start_ready_stages(cur: Any, run_id: str, page_size: int) -> list[Page]:
-    """Claim every pending stage whose parents all succeeded; their first pages to send (an
-    empty page for a stage with nothing to do, which completes at once)."""
+    """Claim every pending stage whose parents all succeeded (or handed off); their first
+    pages to send (an empty page for a stage with nothing left to do, which closes at once:
+    no batch, or all of them succeeded before, as after `retry` sent a stage back)."""
     pages = []
     for stage in stages.start_ready(cur, run_id):
         page = claim_next_page(cur, run_id, stage, 0, page_size)
-        pages.append(page or Page(run_id, stage, 0, ()))
+        pages.append(page or Page(run_id, stage, stages.stage(cur, run_id, stage)["dispatched_upto"], ()))
     return pages
 
 

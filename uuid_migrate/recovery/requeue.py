@@ -65,8 +65,10 @@ def _reopen_finished_failed(cur: Any, run_id: str, table: str | None) -> list[Pa
     reopened with an empty page, whose callback closes the stage and builds it again.
 
     Such a stage had handed its table off, so the stages depending on it ran meanwhile, with
-    the values that were then fixed by hand: those that finished are reopened too, so that
-    their callbacks sweep them again (a running one sweeps when it closes)."""
+    the values that were then fixed by hand: those that finished go back to pending, to start
+    again once it is handed off anew; their batches all succeeded, so each only closes again,
+    with a sweep that sees the fixed values. (One still running and handed off, its own index
+    building, is not swept again: validation names what it missed.)"""
     rows = stages.stages(cur, run_id)
     names = [
         row["stage"]
@@ -82,8 +84,8 @@ def _reopen_finished_failed(cur: Any, run_id: str, table: str | None) -> list[Pa
         if row["status"] == StageStatus.SUCCEEDED and handed & set(row["depends_on"])
     ]
     stages.reopen(cur, run_id, names)
-    stages.reopen(cur, run_id, dependents, StageStatus.SUCCEEDED)
-    return [Page(run_id, name, 0, ()) for name in names + dependents]
+    stages.reopen(cur, run_id, dependents, StageStatus.SUCCEEDED, StageStatus.PENDING)
+    return [Page(run_id, name, 0, ()) for name in names]
 
 
 def retry(
