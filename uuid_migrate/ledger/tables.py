@@ -182,7 +182,7 @@ CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
 """
 
 #: When a stage handed its table over to the stages that depend on it: batches and final
-#: sweep done, its unique index still to build (see `progression.advance`).
+#: sweep done, its unique index possibly still building (see `progression.closing`).
 _HANDOFF_SQL = "ALTER TABLE uuid_migration.stages ADD COLUMN IF NOT EXISTS handed_off_at timestamptz"
 
 #: Ledger tables later versions added, created where a ledger lacks them.
