@@ -6,8 +6,12 @@ import argparse
 import importlib.metadata
 from pathlib import Path
 
-from producer import observe
 from uuid_migrate.plan.model import MAX_BATCH_SIZE
+
+#: Where `flower` and `metrics` listen unless told otherwise: this machine only.
+DEFAULT_ADDRESS = "127.0.0.1"
+DEFAULT_FLOWER_PORT = 5555
+DEFAULT_METRICS_PORT = 9808
 
 DESCRIPTION = """\
 Move a live PostgreSQL database from string primary keys to UUIDs, additively: every
@@ -131,11 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "flower", help="watch the workers and every batch in Flower (auth: FLOWER_BASIC_AUTH)"
     )
-    _serve_options(p, observe.DEFAULT_FLOWER_PORT)
+    _serve_options(p, DEFAULT_FLOWER_PORT)
     p = sub.add_parser(
         "metrics", help="serve Prometheus metrics of the latest run, from the ledger"
     )
-    _serve_options(p, observe.DEFAULT_METRICS_PORT)
+    _serve_options(p, DEFAULT_METRICS_PORT)
     return parser
 
 
@@ -143,8 +147,8 @@ def _serve_options(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--port", type=_positive, default=port, help=f"port (default {port})")
     p.add_argument(
         "--address",
-        default=observe.DEFAULT_ADDRESS,
-        help=f"address to bind (default {observe.DEFAULT_ADDRESS}: this machine only)",
+        default=DEFAULT_ADDRESS,
+        help=f"address to bind (default {DEFAULT_ADDRESS}: this machine only)",
     )
 
 

@@ -1,4 +1,11 @@
-"""`uuid-migrate`: argument parsing and the only place errors become messages."""
+"""`uuid-migrate`: the entry point. It parses the command line, starts the local workers of
+`run --workers N` at once, then loads the rest of the tool (`producer.cli_commands`, where
+errors become messages) and hands over.
+
+Loading the rest (Celery, kombu, Redis, the migration's code) takes about half a second of
+CPU, and each worker about a second to come up: started first, the workers come up while the
+producer loads and prepares the run, and take their first batches sooner.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +15,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import psycopg2
-import redis
-from kombu.exceptions import OperationalError as BrokerError
-
-from config.logs import configure_logging
 from config.settings import load_settings
-from producer import (
-    commands,
-    demo,
-    local_workers,
-    observe,
-    output,
-    recovery,
-    rollback_command,
-    status_command,
-    stopping,
-    validate_command,
-)
+from producer import local_workers, stopping
 from producer.arguments import build_parser
-from uuid_migrate.db import mask_secrets
-from uuid_migrate.errors import ConfigError, MigrateError
+from producer.local_workers import LocalWorkers
+from uuid_migrate.errors import MigrateError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SERVERS = ("flower", "metrics")
@@ -39,77 +30,38 @@ RESUME_HINT = dict.fromkeys(("run", "retry"), "`uuid-migrate run` resumes the sa
     "rollback": "`uuid-migrate rollback` resumes where it stopped"
 }
 
-def dispatch(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    # Servers log what they do; the other commands talk to people and log only trouble.
-    configure_logging(settings, "INFO" if args.command in SERVERS else "WARNING")
-    if getattr(args, "schema", None) and getattr(args, "plan", None):
-        raise ConfigError(
-            "--schema chooses what discovery reads and a plan file names its own tables "
-            "(schema.table): give one or the other"
-        )
-    if args.command in WITH_WORKERS:
-        local_workers.check_count(settings, args.workers)
-    if args.command == "plan":
-        sys.stdout.write(commands.plan(settings, args.plan, args.schema))
-        return EXIT_OK
-    if args.command == "run":
-        settings = settings.with_overrides(batch_size=args.batch_size)
-        result = commands.run(
-            settings, args.plan, args.schema, args.workers, args.wait,
-            worker_logs=args.worker_logs, allow_triggers=args.allow_triggers,
-            max_rows_per_second=args.max_rows_per_second,
-        )
-        return output.report_run(result)
-    if args.command == "retry":
-        if args.batch is not None and args.table is None:
-            raise ConfigError("--batch needs --table: batch numbers are per table")
-        result = recovery.retry(
-            settings, args.table, args.batch, args.workers, args.wait,
-            run_id=args.run_id, worker_logs=args.worker_logs,
-        )  # fmt: skip
-        return output.report_run(result)
-    if args.command in ("pause", "resume"):
-        run_id = getattr(recovery, args.command)(settings, args.run_id)
-        print(f"run {run_id} {args.command}d")
-        return EXIT_OK
-    if args.command == "status":
-        return output.print_status(status_command.status(settings, args.run_id), args.json)
-    if args.command == "runs":
-        return output.print_runs(status_command.list_runs(settings), args.json)
-    if args.command == "validate":
-        report = validate_command.validate(settings, args.plan, args.schema, args.run_id)
-        return output.print_report(report, args.json, args.output)
-    if args.command == "rollback":
-        outcome = rollback_command.rollback(
-            settings, args.yes, args.force, args.plan, run_id=args.run_id
-        )
-        return output.report_rollback(outcome)
-    if args.command == "demo":
-        return demo.demo(settings, args.rows, args.workers, args.keep)
-    if args.command == "flower":
-        return observe.flower(settings, args.address, args.port)
-    if args.command == "metrics":
-        return observe.serve_metrics(settings, args.address, args.port)
-    raise ConfigError(f"unknown command {args.command}")
+__all__ = ["build_parser", "fail", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command not in SERVERS:  # the servers stop on Ctrl-C by themselves
         stopping.stop_on_signals()
+    spawned = None
     try:
-        return dispatch(args)
-    except MigrateError as exc:
-        return _fail(str(exc))
-    except psycopg2.Error as exc:
-        return _fail(f"PostgreSQL: {_first_line(exc)}")
-    except redis.RedisError as exc:
-        return _fail(f"Redis: {_first_line(exc)}")
-    except BrokerError as exc:
-        return _fail(f"broker unreachable: {_first_line(exc)}")
+        spawned = workers_started_early(args)
+        from producer import cli_commands  # here: loaded while the workers come up
+
+        return cli_commands.run_command(args, spawned)
     except KeyboardInterrupt as exc:
         return _interrupted(args.command, exc)
+    finally:
+        if spawned is not None and spawned.alive():  # the command ended before the run took them
+            spawned.discard()
+
+
+def workers_started_early(args: argparse.Namespace) -> LocalWorkers | None:
+    """The local workers of `run --workers N`, started; None for any other command, or when
+    something is refused: the command itself then says what, before starting any."""
+    if args.command != "run" or not args.workers or (args.schema and args.plan):
+        return None
+    try:
+        settings = load_settings().with_overrides(batch_size=args.batch_size)
+        settings.require_database()
+        local_workers.check_count(settings, args.workers)
+        return local_workers.spawn(settings, args.workers, args.worker_logs)
+    except MigrateError:
+        return None
 
 
 def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
@@ -117,15 +69,10 @@ def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
     signum = exc.signum if isinstance(exc, stopping.Interrupted) else signal.SIGINT
     hint = RESUME_HINT.get(command)
     message = f"interrupted by {signal.Signals(signum).name}" + (f"; {hint}" if hint else "")
-    return _fail(message, code=128 + signum)
+    return fail(message, code=128 + signum)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return mask_secrets(lines[0]) if lines else type(exc).__name__
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
+def fail(message: str, code: int = EXIT_USAGE) -> int:
     with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) still gets the exit code
         print(f"uuid-migrate: error: {message}", file=sys.stderr)
     return code

@@ -12,11 +12,11 @@ from typing import Any, TextIO
 
 from config.celery import make_app
 from config.settings import Settings
-from producer import planner, watching
+from producer import local_workers, planner, watching
 from producer.attachment import Attachment
 from producer.local_workers import LocalWorkers
 from uuid_migrate import db
-from uuid_migrate.errors import ConfigError, RunStateError
+from uuid_migrate.errors import RunStateError
 from uuid_migrate.ledger import figures, runs, stages
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import catalog, discovery, plan_file
@@ -70,18 +70,27 @@ def run(
     worker_logs: Path | None = None,
     allow_triggers: bool = False,
     max_rows_per_second: int | None = None,
+    spawned: LocalWorkers | None = None,
 ) -> RunResult:
     """Plan (or resume) a run, enqueue what is not done, and optionally work and wait.
 
-    Local workers start first and come up while the run is prepared; they are waited for
-    only before the first pages are sent. They log to `worker_logs` (kept), or to a temporary
-    folder removed after a run that succeeded."""
-    redis_conn = client(settings.redis_url)
-    attached = Attachment.take(settings.require_database())
-    local = None
+    Local workers start first and come up while the run is prepared (`spawned`: started
+    already, by the CLI before it loaded the rest of the tool; the run owns them from here).
+    The first pages are sent before they are waited for, so a worker takes its first batch the
+    moment it is up; one that exits at start then stops the command, with the run's pages
+    queued for `uuid-migrate run` to resume. They log to `worker_logs` (kept), or to a
+    temporary folder removed after a run that succeeded."""
+    local = spawned
+    try:
+        redis_conn = client(settings.redis_url)
+        attached = Attachment.take(settings.require_database())
+    except BaseException:
+        if local:
+            local.discard()
+        raise
     result = None
     try:
-        local = spawn_local(settings, workers, worker_logs)
+        local = local or local_workers.spawn(settings, workers, worker_logs)
         with db.connection(settings.require_database()) as conn:
             try:
                 run_id, resumed = _open(
@@ -89,13 +98,13 @@ def run(
                 )
             except Exception:
                 if local:  # refused or failed before any work was sent: no wait for them
-                    discard_local(local)
+                    local.discard()
                     local = None
                 raise
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
-            if local:
-                await_local(local, settings, out)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
+        if local:
+            await_local(local, settings, out)
         reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
         if not (wait or local):
             return RunResult(run_id, RunStatus.RUNNING, resumed)
@@ -111,7 +120,7 @@ def start_local(
     settings: Settings, workers: int, out: TextIO, log_dir: Path | None = None
 ) -> LocalWorkers | None:
     """N local workers, once they answer (or after a timeout); their log folder is named."""
-    local = spawn_local(settings, workers, log_dir)
+    local = local_workers.spawn(settings, workers, log_dir)
     if local:
         try:
             await_local(local, settings, out)
@@ -121,33 +130,11 @@ def start_local(
     return local
 
 
-def spawn_local(
-    settings: Settings, workers: int, log_dir: Path | None = None
-) -> LocalWorkers | None:
-    """N local worker processes, started, not waited for: they come up while the producer
-    prepares the run."""
-    if not workers:
-        return None
-    if log_dir is not None:
-        try:
-            log_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create --worker-logs {log_dir}: {exc.strerror}") from None
-    return LocalWorkers(settings, workers, log_dir).start()
-
-
 def await_local(local: LocalWorkers, settings: Settings, out: TextIO) -> None:
     """Name the workers' log folder, then wait until every one answers (or the timeout); one
     that exited at start raises WorkersFailed."""
     out.write(f"{local.count} local worker(s) started; their logs: {local.log_dir}\n")
     local.wait_ready(make_app(settings))
-
-
-def discard_local(local: LocalWorkers) -> None:
-    """Stop workers that were never sent work at once; a temporary log folder goes too."""
-    local.stop(idle=True)
-    if local.temporary:
-        shutil.rmtree(local.log_dir, ignore_errors=True)
 
 
 def stop_local(local: LocalWorkers, succeeded: bool, out: TextIO) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,19 @@ def check_count(settings: Settings, workers: int) -> None:
             f"--workers {workers} is above the limit of {settings.max_local_workers} "
             "(MAX_LOCAL_WORKERS; by default 4 per CPU)"
         )
+
+
+def spawn(settings: Settings, workers: int, log_dir: Path | None = None) -> LocalWorkers | None:
+    """N local worker processes, started, not waited for: they come up while the producer
+    prepares the run."""
+    if not workers:
+        return None
+    if log_dir is not None:
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --worker-logs {log_dir}: {exc.strerror}") from None
+    return LocalWorkers(settings, workers, log_dir).start()
 
 
 class LocalWorkers:
@@ -167,6 +181,12 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def discard(self) -> None:
+        """Stop workers that were never sent work at once; a temporary log folder goes too."""
+        self.stop(idle=True)
+        if self.temporary:
+            shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalWorkers:
         return self.start()

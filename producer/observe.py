@@ -13,14 +13,12 @@ import threading
 from prometheus_client import CollectorRegistry, start_http_server
 
 from config.settings import Settings
+from producer.arguments import DEFAULT_ADDRESS, DEFAULT_FLOWER_PORT, DEFAULT_METRICS_PORT
 from producer.metrics_exporter import LedgerCollector
 from uuid_migrate.errors import ConfigError
 
 log = logging.getLogger("uuid_migrate.observe")
 
-DEFAULT_ADDRESS = "127.0.0.1"
-DEFAULT_FLOWER_PORT = 5555
-DEFAULT_METRICS_PORT = 9808
 #: Flower's task list shows the arguments: run, stage (table), batch number and key range.
 FLOWER_TASK_COLUMNS = "name,args,kwargs,state,runtime,worker"
 

@@ -1,10 +1,12 @@
 """Limits said before any work: the local worker cap, the batch size, and local workers that
-cannot be started (which stop those already started, leaving the run to resume)."""
+cannot be started (which stop those already started, leaving the run to resume), or that were
+started before the run was refused."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from dataclasses import replace
 
 import psutil
@@ -12,7 +14,9 @@ import pytest
 
 from config.settings import load_settings
 from producer.cli import build_parser
+from uuid_migrate import db
 from uuid_migrate.errors import ConfigError, PlanError
+from uuid_migrate.ledger import runs
 from uuid_migrate.plan import plan_file
 from uuid_migrate.plan.model import MAX_BATCH_SIZE, Plan, Table, validate
 
@@ -126,3 +130,34 @@ def test_worker_logs_that_cannot_be_a_folder_are_one_line(clinic, settings, tmp_
     taken.write_text("")
     result = cli(settings, "run", "--plan", "clinic", "--workers", "1", "--worker-logs", str(taken))
     _one_line_usage_error(result, f"cannot create --worker-logs {taken}: File exists")
+
+
+def test_the_entry_point_starts_workers_before_it_loads_celery():
+    """`uuid-migrate` parses its command line and starts `run`'s workers with none of Celery,
+    kombu, Redis or the commands loaded: the workers come up while those load."""
+    probe = (
+        "import sys, producer.cli; "
+        "print([m for m in ('celery', 'kombu', 'redis', 'producer.commands') if m in sys.modules])"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+@pytest.mark.e2e
+def test_workers_started_early_are_stopped_when_the_run_is_then_refused(clinic, settings, tmp_path):
+    """A rollback holds the database: the run is refused after its workers started, which
+    are stopped; no ledger is made."""
+    logs = tmp_path / "logs"
+    with db.connection(settings.require_database(), autocommit=True) as held:
+        with held.cursor() as cur:
+            assert runs.try_detached_lock(cur)
+        producer = start_producer(
+            settings, "run", "--plan", "clinic", "--workers", "2", "--worker-logs", str(logs)
+        )
+        out, err = producer.communicate(timeout=120)
+
+    assert producer.returncode == 2, (out, err)
+    assert err.count("\n") == 1 and "a rollback of this database is in progress" in err, err
+    assert sorted(p.name for p in logs.iterdir()) == ["worker-1.log", "worker-2.log"]
+    assert _workers_of(producer.pid) == [], "both were stopped"
+    assert not _ledger_exists(clinic)
