@@ -7,10 +7,10 @@ The phases follow one another, so they add up to the run's wall time:
 - snapshots: each table's definition and data checksum (up to the first DDL step);
 - DDL: `id_mappings`, its indexes and the added columns (up to the first trigger);
 - triggers: the tables' row triggers;
-- batch planning: walking the keys into batches, then (if they are not ready by then) waiting
-  for the local workers, which start with the command and come up meanwhile; up to the first
-  stage started (its first page sent);
-- until the first batch: the first pages reaching the workers;
+- batch planning: walking the keys into batches; up to the first stage started (its first
+  page sent, before the local workers are waited for);
+- until the first batch: the local workers, which start with the command and come up
+  meanwhile, if they are not up yet, and the first pages reaching them;
 - batches: time in which at least one batch ran, first batch start to last batch end;
 - hand-offs between tables: the rest of that span, when no batch ran (callbacks, a closing
   table's sweep before its children start);
@@ -46,7 +46,7 @@ TASK_LINE = re.compile(
 )
 
 #: The phase both methods have: the plain SQL walks its keys too.
-PLANNING = "batch planning (uuid-migrate: and waiting for workers not ready by then)"
+PLANNING = "batch planning"
 
 Batch = tuple[str, float, float, int]  # table, start, end (seconds from a t0), rows
 
@@ -100,7 +100,7 @@ def tool_phases(
         ("DDL (id_mappings, columns)", marks["ddl"]),
         ("triggers", marks["triggers"]),
         (PLANNING, marks["planned"]),
-        ("until the first batch (first pages to the workers)", marks["first_stage"]),
+        ("until the first batch (workers coming up, first pages reaching them)", marks["first_stage"]),
         ("batches + hand-offs", first),
         ("closing the last tables (sweep, unique index)", last),
         ("validation", validate_start),

@@ -23,7 +23,7 @@ PING_TIMEOUT_S = 0.2
 #: After a run that succeeded, idle workers get this long after SIGTERM (for a last log line
 #: to be written) before they are killed: Celery's warm shutdown of an idle worker still
 #: takes seconds (its event loop's poll, the pool's join), and there is nothing to finish.
-IDLE_STOP_S = 0.2
+IDLE_STOP_S = 0.05
 
 
 def check_count(settings: Settings, workers: int) -> None:

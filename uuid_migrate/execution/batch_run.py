@@ -206,8 +206,9 @@ def _cut_before_running(ctx: Context, plan: Plan, stage: Stage, claimed: Any) ->
     if not reason:
         return None
     halves = _ledger_write(
-        ctx, split.split_batch, plan, stage, claimed.batch, ctx.policy.min_split_rows, reason
-    )
+        ctx, split.split_batch, plan, stage, claimed.batch, ctx.policy.min_split_rows, reason,
+        claimed.planned_rows,
+    )  # fmt: skip
     return halves if halves and halves is not _FAILED else None
 
 

@@ -19,9 +19,16 @@ from uuid_migrate.plan.stages import Stage
 
 
 def split_batch(
-    conn: Any, plan: Plan, stage: Stage, batch: Batch, min_rows: int, reason: str
-) -> list[int] | None:
+    conn: Any, plan: Plan, stage: Stage, batch: Batch, min_rows: int, reason: str,
+    rows: int | None = None,
+) -> list[int] | None:  # fmt: skip
     """Cut the batch in two and return the halves' numbers; None when it is too small to cut.
+
+    `rows`: what the batch is taken to hold (a cut before it runs gives its planned rows);
+    counted when None. Counting walks the whole range, and once the batches have written
+    around it most of its rows are read from the heap (their pages are no longer all-visible):
+    in a table whose keys are in no physical order, that is one page per row, and the median
+    walk reads half as many again.
 
     Two deliveries of one batch may both time out: the parent's row lock makes the second
     find it already split (it then gets the existing halves back).
@@ -37,7 +44,8 @@ def split_batch(
             conn.commit()
             return halves
         where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
-        rows = keywalk.rows_in(cur, *where)
+        if rows is None:
+            rows = keywalk.rows_in(cur, *where)
         median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:
             conn.rollback()
