@@ -16,7 +16,7 @@ from typing import Any
 from config.settings import ENVIRONMENT, PRODUCER_PID_VARIABLE, Settings
 from uuid_migrate.errors import ConfigError, WorkersFailed
 
-#: How long a run waits for its local workers to come up before sending work anyway.
+#: How long a run waits for its local workers to answer (its first pages are sent already).
 READY_TIMEOUT_S = 30
 #: How long one ping waits for the workers that have not answered yet.
 PING_TIMEOUT_S = 0.2
