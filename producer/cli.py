@@ -1,6 +1,7 @@
 """`uuid-migrate`: the entry point. It parses the command line, starts the local workers of
 `run --workers N` at once, then loads the rest of the tool (`producer.cli_commands`, where
-errors become messages) and hands over.
+the commands' errors become messages; an interrupt, or workers that cannot start, become
+theirs here) and hands over.
 
 Loading the rest (Celery, kombu, Redis, the migration's code) takes about half a second of
 CPU, and each worker about a second to come up: started first, the workers come up while the
@@ -19,7 +20,7 @@ from config.settings import load_settings
 from producer import local_workers, stopping
 from producer.arguments import build_parser
 from producer.local_workers import LocalWorkers
-from uuid_migrate.errors import MigrateError
+from uuid_migrate.errors import ConfigError, WorkersFailed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SERVERS = ("flower", "metrics")
@@ -43,16 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from producer import cli_commands  # here: loaded while the workers come up
 
         return cli_commands.run_command(args, spawned)
+    except WorkersFailed as exc:  # from the early start; the command's own become messages there
+        return fail(str(exc))
     except KeyboardInterrupt as exc:
         return _interrupted(args.command, exc)
     finally:
-        if spawned is not None and spawned.alive():  # the command ended before the run took them
-            spawned.discard()
+        _discard_unclaimed(spawned)
 
 
 def workers_started_early(args: argparse.Namespace) -> LocalWorkers | None:
     """The local workers of `run --workers N`, started; None for any other command, or when
-    something is refused: the command itself then says what, before starting any."""
+    a setting is refused: the command itself then says what, before starting any. Workers
+    that cannot be started raise WorkersFailed (those already started are stopped)."""
     if args.command != "run" or not args.workers or (args.schema and args.plan):
         return None
     try:
@@ -60,8 +63,19 @@ def workers_started_early(args: argparse.Namespace) -> LocalWorkers | None:
         settings.require_database()
         local_workers.check_count(settings, args.workers)
         return local_workers.spawn(settings, args.workers, args.worker_logs)
-    except MigrateError:
+    except ConfigError:
         return None
+
+
+def _discard_unclaimed(spawned: LocalWorkers | None) -> None:
+    """Stop workers started early that no run took over (the command ended before). A stop
+    signal during this is the first one (later ones are ignored): the stop is done anyway."""
+    if spawned is None or spawned.claimed:
+        return
+    try:
+        spawned.discard()
+    except KeyboardInterrupt:
+        spawned.discard()
 
 
 def _interrupted(command: str, exc: KeyboardInterrupt) -> int:

@@ -16,7 +16,7 @@ from producer import local_workers, planner, watching
 from producer.attachment import Attachment
 from producer.local_workers import LocalWorkers
 from uuid_migrate import db
-from uuid_migrate.errors import RunStateError
+from uuid_migrate.errors import RunStateError, WorkersFailed
 from uuid_migrate.ledger import figures, runs, stages
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import catalog, discovery, plan_file
@@ -80,7 +80,7 @@ def run(
     moment it is up; one that exits at start then stops the command, with the run's pages
     queued for `uuid-migrate run` to resume. They log to `worker_logs` (kept), or to a
     temporary folder removed after a run that succeeded."""
-    local = spawned
+    local = spawned.claim() if spawned else None
     try:
         redis_conn = client(settings.redis_url)
         attached = Attachment.take(settings.require_database())
@@ -103,9 +103,12 @@ def run(
                 raise
             _publish_totals(conn, Progress(redis_conn, run_id), run_id)
             _enqueue(conn, settings, Progress(redis_conn, run_id), run_id)
-        if local:
-            await_local(local, settings, out)
         reconciling.schedule(make_app(settings), settings, redis_conn, run_id)
+        if local:
+            try:
+                await_local(local, settings, out)
+            except WorkersFailed as exc:
+                raise WorkersFailed(f"{exc}; `uuid-migrate run` resumes the run") from None
         if not (wait or local):
             return RunResult(run_id, RunStatus.RUNNING, resumed)
         result = watch(settings, redis_conn, run_id, out, resumed, attached)

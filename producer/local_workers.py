@@ -23,7 +23,7 @@ PING_TIMEOUT_S = 0.2
 #: After a run that succeeded, idle workers get this long after SIGTERM (for a last log line
 #: to be written) before they are killed: Celery's warm shutdown of an idle worker still
 #: takes seconds (its event loop's poll, the pool's join), and there is nothing to finish.
-IDLE_STOP_S = 0.05
+IDLE_STOP_S = 0.2
 
 
 def check_count(settings: Settings, workers: int) -> None:
@@ -57,6 +57,8 @@ class LocalWorkers:
         self._log_dir = log_dir
         #: The log folder is ours to remove: none was given.
         self.temporary = log_dir is None
+        #: A run took them over (`claim`): it stops them, and says where their logs are.
+        self.claimed = False
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def environment(self) -> dict[str, str]:
@@ -108,7 +110,7 @@ class LocalWorkers:
             try:
                 self._start_one(index)
             except BaseException as exc:  # an interrupt too: none is left without its producer
-                self.stop()
+                self.discard()
                 if not isinstance(exc, OSError):
                     raise
                 raise WorkersFailed(
@@ -181,6 +183,10 @@ class LocalWorkers:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def claim(self) -> LocalWorkers:
+        self.claimed = True
+        return self
 
     def discard(self) -> None:
         """Stop workers that were never sent work at once; a temporary log folder goes too."""

@@ -25,16 +25,16 @@ def split_batch(
     """Cut the batch in two and return the halves' numbers; None when it is too small to cut.
 
     `rows`: what the batch is taken to hold (a cut before it runs gives its planned rows);
-    counted when None. Counting walks the whole range, and once the batches have written
-    around it most of its rows are read from the heap (their pages are no longer all-visible):
-    in a table whose keys are in no physical order, that is one page per row, and the median
-    walk reads half as many again.
+    counted when None, and for the last batch, open above, where new rows arrive. Counting
+    walks the whole range, and once the batches have written around it most of its rows are
+    read from the heap (their pages are no longer all-visible): in a table whose keys are in
+    no physical order, that is one page per row, and the median walk reads half as many again.
 
     Two deliveries of one batch may both time out: the parent's row lock makes the second
     find it already split (it then gets the existing halves back).
     """
     with conn.cursor() as cur:
-        cur.execute("SET LOCAL statement_timeout = 0")  # counting must not time out in turn
+        cur.execute("SET LOCAL statement_timeout = 0")  # the walks must not time out in turn
         current = batches.lock(cur, *batch.ids())
         if current is None or runs.run_is_fenced(cur, batch.run_id):
             conn.rollback()  # rolled back meanwhile: nothing left to split
@@ -44,7 +44,7 @@ def split_batch(
             conn.commit()
             return halves
         where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
-        if rows is None:
+        if rows is None or batch.upper is None:
             rows = keywalk.rows_in(cur, *where)
         median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:
