@@ -178,8 +178,8 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str) -> N
         batches.clear_stage(cur, run_id, stage)
         size = plan.batch_size_of(table, 0) or _default_size(cur, plan, table, cut)
         count, total, chunk = 0, 0, []
-        for key_range, rows in walk_ranges(cur, *plan.where(table), cut, size):
-            chunk.append((key_range, rows))
+        for key_range, rows, middle in walk_ranges(cur, *plan.where(table), cut, size):
+            chunk.append((key_range, rows, middle))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:
                 batches.add_batches(cur, run_id, stage, count, chunk)

@@ -80,6 +80,28 @@ def _migrated_exactly(conn) -> None:
     ) == 0
 
 
+def _planned_middles_are_medians(conn, run_id: str) -> None:
+    """Our own SQL: each planned batch closed above has half its planned rows up to its middle
+    key (the sample's keys are text under the default collation)."""
+    planned = rows(
+        conn,
+        "SELECT s.table_name, b.lower_bound, b.middle_bound, b.upper_bound, b.planned_rows "
+        "FROM uuid_migration.batches b JOIN uuid_migration.stages s USING (run_id, stage) "
+        "WHERE b.run_id = %s AND b.parent_no IS NULL AND s.kind = 'backfill'",
+        (run_id,),
+    )
+    bounded = [p for p in planned if p[3] is not None]
+    assert bounded and all(p[2] is not None for p in bounded), planned
+    assert all(p[2] is None for p in planned if p[3] is None), "the open last batch has none"
+    for table, lower, middle, upper, planned_rows in bounded:
+        below = scalar(
+            conn,
+            f"SELECT count(*) FROM {table} WHERE (%s::text IS NULL OR id > %s) AND id <= %s",
+            (lower, lower, middle),
+        )
+        assert below == planned_rows // 2, (table, lower, middle, upper)
+
+
 @pytest.mark.e2e
 def test_default_sized_batches_expected_past_the_target_are_cut_before_they_run(conn, settings):
     clinic = conn
@@ -98,6 +120,18 @@ def test_default_sized_batches_expected_past_the_target_are_cut_before_they_run(
     assert cut, "no batch was cut"
     assert all(reason.startswith("cut before it ran") for _, reason in cut), cut
     assert all(planned >= 2 * cutting.min_split_rows for planned, _ in cut), cut
+    _planned_middles_are_medians(clinic, result.run_id)
+    # a planned batch is cut at the middle its planning found, not walked again at run time
+    cut_at = rows(
+        clinic,
+        "SELECT p.middle_bound, h.upper_bound FROM uuid_migration.batches p "
+        "JOIN uuid_migration.batches h ON (h.run_id, h.stage, h.parent_no) = "
+        "(p.run_id, p.stage, p.batch_no) AND h.lower_bound IS NOT DISTINCT FROM p.lower_bound "
+        "WHERE p.run_id = %s AND p.status = 'split' AND p.parent_no IS NULL "
+        "AND p.upper_bound IS NOT NULL",
+        (result.run_id,),
+    )
+    assert cut_at and all(middle is not None and middle == cut for middle, cut in cut_at), cut_at
     # the halves did the work: none of them is cut below what MIN_SPLIT_ROWS allows
     smallest = scalar(
         clinic,

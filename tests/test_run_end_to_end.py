@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from producer import status_command, watching
+from devtools import sample
+from producer import commands, status_command, watching
 from producer.progress_view import render
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.progression.live import Progress
@@ -210,3 +211,29 @@ def test_status_and_redis_report_the_same_checkpoint_per_table_as_the_ledger(
         r[0] for r in rows(clinic, "SELECT row_id FROM uuid_migration.errors WHERE table_name = 'providers'")
     )
     progress.forget()
+
+
+def test_a_run_planned_by_an_older_version_resumes_with_the_ledger_columns_it_lacked(
+    conn, settings
+):
+    """A ledger from before the hand-off and planned middles: the producer resuming the run
+    adds both columns, and batches cut before they run find no middle and walk their range."""
+    clinic = conn
+    with conn.cursor() as cur:  # tables of a few default-sized batches: the first one teaches
+        sample.build(cur, sample.SampleSize.for_users(6_000))
+    cutting = replace(settings, batch_size=None, batch_target_ms=1, min_split_rows=1_000)
+    queued = commands.run(cutting, plan_file="clinic", out=io.StringIO())  # planned, no worker
+    with clinic.cursor() as cur:
+        cur.execute("ALTER TABLE uuid_migration.stages DROP COLUMN handed_off_at")
+        cur.execute("ALTER TABLE uuid_migration.batches DROP COLUMN middle_bound")
+    clinic.commit()
+
+    resumed = commands.run(cutting, workers=2, out=io.StringIO())
+
+    assert resumed.run_id == queued.run_id and resumed.status == RunStatus.SUCCEEDED
+    for table in CLINIC_TABLES:
+        assert_fully_migrated(clinic, table)
+    assert assert_references_translated(clinic, "dashboards", "user_id", "users", "user_uuid_id") == 0
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.batches WHERE status = 'split'") > 0
+    assert scalar(clinic, "SELECT count(middle_bound) FROM uuid_migration.batches") == 0
+    assert scalar(clinic, "SELECT count(handed_off_at) FROM uuid_migration.stages") > 0

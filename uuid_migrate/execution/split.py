@@ -25,10 +25,11 @@ def split_batch(
     """Cut the batch in two and return the halves' numbers; None when it is too small to cut.
 
     `rows`: what the batch is taken to hold (a cut before it runs gives its planned rows);
-    counted when None, and for the last batch, open above, where new rows arrive. Counting
-    walks the whole range, and once the batches have written around it most of its rows are
-    read from the heap (their pages are no longer all-visible): in a table whose keys are in
-    no physical order, that is one page per row, and the median walk reads half as many again.
+    it is then cut at the key the planner found in its middle, if any. Otherwise the range is
+    counted (always for the last batch, open above, where new rows arrive) and walked to its
+    median: once the batches have written around it, most of its rows are read from the heap
+    (their pages are no longer all-visible), in a table whose keys are in no physical order
+    one page per row.
 
     Two deliveries of one batch may both time out: the parent's row lock makes the second
     find it already split (it then gets the existing halves back).
@@ -44,9 +45,11 @@ def split_batch(
             conn.commit()
             return halves
         where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
-        if rows is None or batch.upper is None:
-            rows = keywalk.rows_in(cur, *where)
-        median = keywalk.median(cur, *where, rows)
+        median = batches.middle_of(cur, batch) if rows and batch.upper is not None else None
+        if median is None:
+            if rows is None or batch.upper is None:
+                rows = keywalk.rows_in(cur, *where)
+            median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:
             conn.rollback()
             return None

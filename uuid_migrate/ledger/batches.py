@@ -47,17 +47,19 @@ def clear_stage(cur: Any, run_id: str, stage: str) -> None:
 
 
 def add_batches(
-    cur: Any, run_id: str, stage: str, first_no: int, ranges: list[tuple[KeyRange, int]]
-) -> None:
-    """Insert batches numbered from `first_no`, each a range with its row count at planning."""
+    cur: Any, run_id: str, stage: str, first_no: int,
+    ranges: list[tuple[KeyRange, int, str | None]],
+) -> None:  # fmt: skip
+    """Insert batches numbered from `first_no`, each a range with its row count at planning
+    and the key in its middle (None where the walk gave none)."""
     rows = [
-        (run_id, stage, first_no + i, r.lower, r.upper, planned)
-        for i, (r, planned) in enumerate(ranges)
+        (run_id, stage, first_no + i, r.lower, r.upper, planned, middle)
+        for i, (r, planned, middle) in enumerate(ranges)
     ]
     execute_values(
         cur,
         "INSERT INTO uuid_migration.batches "
-        "(run_id, stage, batch_no, lower_bound, upper_bound, planned_rows) VALUES %s",
+        "(run_id, stage, batch_no, lower_bound, upper_bound, planned_rows, middle_bound) VALUES %s",
         rows,
         page_size=1000,
     )
@@ -214,6 +216,13 @@ def split(cur: Any, batch: Batch, median: str, rows: int, reason: str) -> list[i
         (f"{reason}; split at {median!r} into {numbers[0]} and {numbers[1]}", *batch.ids()),
     )
     return numbers
+
+
+def middle_of(cur: Any, batch: Batch) -> str | None:
+    """The key in the middle of the batch's range when it was planned (None for a half)."""
+    cur.execute(f"SELECT middle_bound FROM uuid_migration.batches {_WHERE_BATCH}", batch.ids())
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def halves_of(cur: Any, batch: Batch) -> list[int]:

@@ -49,23 +49,32 @@ def rows_in(
 
 def walk_ranges(
     cur: Any, schema: str, table: str, cut: Cut, size: int
-) -> Iterator[tuple[KeyRange, int]]:
-    """Each range of the table with the rows it held when planned; the last is open above."""
+) -> Iterator[tuple[KeyRange, int, str | None]]:
+    """Each range of the table with the rows it held when planned and the key in its middle
+    (None for the last, open above, and for blocks); the last is open above.
+
+    The walk stops in the middle of each range on its way: a batch cut before it runs is cut
+    there, without walking its range again at run time, when most of its rows are no longer
+    on all-visible pages and the walk reads them from the heap.
+    """
     if cut.blocks:
-        yield from _block_ranges(cur, schema, table, cut, size)
+        for key_range, rows in _block_ranges(cur, schema, table, cut, size):
+            yield key_range, rows, None
         return
-
-    def bounds() -> Iterator[str]:
-        after: str | None = None
-        while (bound := nth_key(cur, schema, table, cut, KeyRange(after, None), size)) is not None:
-            yield bound
-            after = bound
-
-    for key_range in ranges_from_bounds(bounds()):
-        if key_range.upper is not None:
-            yield key_range, size
-        else:
-            yield key_range, rows_in(cur, schema, table, cut, key_range, size)
+    half = size // 2
+    lower: str | None = None
+    while True:
+        middle = nth_key(cur, schema, table, cut, KeyRange(lower, None), half) if half else None
+        if half and middle is None:
+            break
+        start = middle if half else lower
+        upper = nth_key(cur, schema, table, cut, KeyRange(start, None), size - half)
+        if upper is None:
+            break
+        yield KeyRange(lower, upper), size, middle
+        lower = upper
+    last = KeyRange(lower, None)
+    yield last, rows_in(cur, schema, table, cut, last, size), None
 
 
 def median(
