@@ -10,7 +10,16 @@ from dataclasses import replace
 from typing import Any
 
 from uuid_migrate.errors import PlanError, RunStateError
-from uuid_migrate.ledger import batches, runs, snapshots, stages, step_records, tables, throttles
+from uuid_migrate.ledger import (
+    batch_middles,
+    batches,
+    runs,
+    snapshots,
+    stages,
+    step_records,
+    tables,
+    throttles,
+)
 from uuid_migrate.ledger.added_mappings import SNAPSHOT_NAME
 from uuid_migrate.plan import batch_sizes
 from uuid_migrate.plan.cuts import Cut, cut_of
@@ -176,19 +185,27 @@ def _plan_stage(conn: Any, run_id: str, plan: Plan, stage: str, table: str) -> N
     with conn.cursor() as cur:
         _refuse_if_fenced(cur, run_id)
         batches.clear_stage(cur, run_id, stage)
+        batch_middles.clear_stage(cur, run_id, stage)
         size = plan.batch_size_of(table, 0) or _default_size(cur, plan, table, cut)
         count, total, chunk = 0, 0, []
         for key_range, rows, middle in walk_ranges(cur, *plan.where(table), cut, size):
             chunk.append((key_range, rows, middle))
             total += rows
             if len(chunk) >= LEDGER_CHUNK:
-                batches.add_batches(cur, run_id, stage, count, chunk)
+                _add_batches(cur, run_id, stage, count, chunk)
                 conn.commit()  # no long transaction holding back vacuum while walking
                 count += len(chunk)
                 chunk = []
-        batches.add_batches(cur, run_id, stage, count, chunk)
+        _add_batches(cur, run_id, stage, count, chunk)
         stages.mark_planned(cur, run_id, stage, count + len(chunk), total)
     conn.commit()
+
+
+def _add_batches(
+    cur: Any, run_id: str, stage: str, first_no: int, chunk: list[tuple[KeyRange, int, str | None]]
+) -> None:
+    batches.add_batches(cur, run_id, stage, first_no, [(r, rows) for r, rows, _ in chunk])
+    batch_middles.add(cur, run_id, stage, first_no, [middle for _, _, middle in chunk])
 
 
 def _default_size(cur: Any, plan: Plan, table: str, cut: Cut) -> int:

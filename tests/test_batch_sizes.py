@@ -85,8 +85,9 @@ def _planned_middles_are_medians(conn, run_id: str) -> None:
     key (the sample's keys are text under the default collation)."""
     planned = rows(
         conn,
-        "SELECT s.table_name, b.lower_bound, b.middle_bound, b.upper_bound, b.planned_rows "
+        "SELECT s.table_name, b.lower_bound, m.middle_bound, b.upper_bound, b.planned_rows "
         "FROM uuid_migration.batches b JOIN uuid_migration.stages s USING (run_id, stage) "
+        "LEFT JOIN uuid_migration.batch_middles m USING (run_id, stage, batch_no) "
         "WHERE b.run_id = %s AND b.parent_no IS NULL AND s.kind = 'backfill'",
         (run_id,),
     )
@@ -124,9 +125,11 @@ def test_default_sized_batches_expected_past_the_target_are_cut_before_they_run(
     # a planned batch is cut at the middle its planning found, not walked again at run time
     cut_at = rows(
         clinic,
-        "SELECT p.middle_bound, h.upper_bound FROM uuid_migration.batches p "
+        "SELECT m.middle_bound, h.upper_bound FROM uuid_migration.batches p "
         "JOIN uuid_migration.batches h ON (h.run_id, h.stage, h.parent_no) = "
         "(p.run_id, p.stage, p.batch_no) AND h.lower_bound IS NOT DISTINCT FROM p.lower_bound "
+        "LEFT JOIN uuid_migration.batch_middles m "
+        "ON (m.run_id, m.stage, m.batch_no) = (p.run_id, p.stage, p.batch_no) "
         "WHERE p.run_id = %s AND p.status = 'split' AND p.parent_no IS NULL "
         "AND p.upper_bound IS NOT NULL",
         (result.run_id,),

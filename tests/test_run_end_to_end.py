@@ -217,7 +217,8 @@ def test_a_run_planned_by_an_older_version_resumes_with_the_ledger_columns_it_la
     conn, settings
 ):
     """A ledger from before the hand-off and planned middles: the producer resuming the run
-    adds both columns, and batches cut before they run find no middle and walk their range."""
+    adds the column and the table, and batches cut before they run find no middle and walk
+    their range."""
     clinic = conn
     with conn.cursor() as cur:  # tables of a few default-sized batches: the first one teaches
         sample.build(cur, sample.SampleSize.for_users(6_000))
@@ -225,7 +226,7 @@ def test_a_run_planned_by_an_older_version_resumes_with_the_ledger_columns_it_la
     queued = commands.run(cutting, plan_file="clinic", out=io.StringIO())  # planned, no worker
     with clinic.cursor() as cur:
         cur.execute("ALTER TABLE uuid_migration.stages DROP COLUMN handed_off_at")
-        cur.execute("ALTER TABLE uuid_migration.batches DROP COLUMN middle_bound")
+        cur.execute("DROP TABLE uuid_migration.batch_middles")
     clinic.commit()
 
     resumed = commands.run(cutting, workers=2, out=io.StringIO())
@@ -235,5 +236,5 @@ def test_a_run_planned_by_an_older_version_resumes_with_the_ledger_columns_it_la
         assert_fully_migrated(clinic, table)
     assert assert_references_translated(clinic, "dashboards", "user_id", "users", "user_uuid_id") == 0
     assert scalar(clinic, "SELECT count(*) FROM uuid_migration.batches WHERE status = 'split'") > 0
-    assert scalar(clinic, "SELECT count(middle_bound) FROM uuid_migration.batches") == 0
+    assert scalar(clinic, "SELECT count(*) FROM uuid_migration.batch_middles") == 0
     assert scalar(clinic, "SELECT count(handed_off_at) FROM uuid_migration.stages") > 0

@@ -1,7 +1,9 @@
-"""Splitting a batch that timed out: a smaller batch size where it is needed, automatically.
+"""Splitting a batch that timed out, or one cut before it runs: a smaller batch size where it
+is needed, automatically.
 
-The range is cut at its median key, found by walking the key in index order (never by
-arithmetic on ids). The parent is marked `split` and the two halves become new batches with
+The range is cut at its median key: for a cut before it runs, the one the planner's walk
+found in its middle (`ledger.batch_middles`); otherwise found by walking the key in index
+order (never by arithmetic on ids). The parent is marked `split` and the two halves become new batches with
 new numbers, in one transaction, so the ledger always shows the whole lineage.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from uuid_migrate.ledger import batches, runs
+from uuid_migrate.ledger import batch_middles, batches, runs
 from uuid_migrate.ledger.batches import Batch
 from uuid_migrate.ledger.states import SETTLED_BATCH_STATES, BatchStatus
 from uuid_migrate.plan import keywalk
@@ -45,7 +47,7 @@ def split_batch(
             conn.commit()
             return halves
         where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
-        median = batches.middle_of(cur, batch) if rows and batch.upper is not None else None
+        median = batch_middles.middle_of(cur, batch) if rows and batch.upper is not None else None
         if median is None:
             if rows is None or batch.upper is None:
                 rows = keywalk.rows_in(cur, *where)

@@ -14,7 +14,7 @@ from psycopg2.extras import execute_values
 
 from uuid_migrate.ledger import error_records
 from uuid_migrate.ledger.states import FENCED_RUN_STATES, BatchStatus
-from uuid_migrate.plan.ranges import KeyRange
+from uuid_migrate.plan.ranges import KeyRange, lower_half
 
 _WHERE_BATCH = "WHERE run_id = %s AND stage = %s AND batch_no = %s"
 
@@ -47,19 +47,17 @@ def clear_stage(cur: Any, run_id: str, stage: str) -> None:
 
 
 def add_batches(
-    cur: Any, run_id: str, stage: str, first_no: int,
-    ranges: list[tuple[KeyRange, int, str | None]],
-) -> None:  # fmt: skip
-    """Insert batches numbered from `first_no`, each a range with its row count at planning
-    and the key in its middle (None where the walk gave none)."""
+    cur: Any, run_id: str, stage: str, first_no: int, ranges: list[tuple[KeyRange, int]]
+) -> None:
+    """Insert batches numbered from `first_no`, each a range with its row count at planning."""
     rows = [
-        (run_id, stage, first_no + i, r.lower, r.upper, planned, middle)
-        for i, (r, planned, middle) in enumerate(ranges)
+        (run_id, stage, first_no + i, r.lower, r.upper, planned)
+        for i, (r, planned) in enumerate(ranges)
     ]
     execute_values(
         cur,
         "INSERT INTO uuid_migration.batches "
-        "(run_id, stage, batch_no, lower_bound, upper_bound, planned_rows, middle_bound) VALUES %s",
+        "(run_id, stage, batch_no, lower_bound, upper_bound, planned_rows) VALUES %s",
         rows,
         page_size=1000,
     )
@@ -198,8 +196,8 @@ def split(cur: Any, batch: Batch, median: str, rows: int, reason: str) -> list[i
     )
     first, root = cur.fetchone()
     halves = [
-        (first, batch.lower, median, rows // 2),
-        (first + 1, median, batch.upper, rows - rows // 2),
+        (first, batch.lower, median, lower_half(rows)),
+        (first + 1, median, batch.upper, rows - lower_half(rows)),
     ]
     for number, lower, upper, planned in halves:
         cur.execute(
@@ -216,13 +214,6 @@ def split(cur: Any, batch: Batch, median: str, rows: int, reason: str) -> list[i
         (f"{reason}; split at {median!r} into {numbers[0]} and {numbers[1]}", *batch.ids()),
     )
     return numbers
-
-
-def middle_of(cur: Any, batch: Batch) -> str | None:
-    """The key in the middle of the batch's range when it was planned (None for a half)."""
-    cur.execute(f"SELECT middle_bound FROM uuid_migration.batches {_WHERE_BATCH}", batch.ids())
-    row = cur.fetchone()
-    return row[0] if row else None
 
 
 def halves_of(cur: Any, batch: Batch) -> list[int]:

@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS uuid_migration.batches (
     lower_bound text,
     upper_bound text,
     planned_rows bigint NOT NULL DEFAULT 0,
-    middle_bound text,
     status      text NOT NULL DEFAULT 'pending',
     attempts    integer NOT NULL DEFAULT 0,
     rows        bigint,
@@ -182,20 +181,27 @@ CREATE TABLE IF NOT EXISTS uuid_migration.throttles (
 );
 """
 
+#: The key in the middle of each batch as planned, from the planner's walk: a batch cut before
+#: it runs is cut there (see `execution.split`). A table of its own, not a column of `batches`:
+#: adding one would lock `batches` against the workers of a run resumed from an older ledger.
+_BATCH_MIDDLES_SQL = """
+CREATE TABLE IF NOT EXISTS uuid_migration.batch_middles (
+    run_id       text NOT NULL,
+    stage        text NOT NULL,
+    batch_no     integer NOT NULL,
+    middle_bound text NOT NULL,
+    PRIMARY KEY (run_id, stage, batch_no)
+);
+"""
+
 #: When a stage handed its table over to the stages that depend on it: batches and final
 #: sweep done, its unique index possibly still building (see `progression.closing`).
 _HANDOFF_SQL = "ALTER TABLE uuid_migration.stages ADD COLUMN IF NOT EXISTS handed_off_at timestamptz"
-#: The key in the middle of a planned batch, found by the planner's walk (see `execution.split`).
-_MIDDLE_SQL = "ALTER TABLE uuid_migration.batches ADD COLUMN IF NOT EXISTS middle_bound text"
 
-#: Ledger columns later versions added, added where a ledger lacks them.
-_LATER_COLUMNS = (
-    ("stages", "handed_off_at", _HANDOFF_SQL),
-    ("batches", "middle_bound", _MIDDLE_SQL),
-)
 #: Ledger tables later versions added, created where a ledger lacks them.
 _LATER_TABLES = {
     "added_mappings": _ADDED_MAPPINGS_SQL,
+    "batch_middles": _BATCH_MIDDLES_SQL,
     "generated_values": _GENERATED_VALUES_SQL,
     "throttles": _THROTTLES_SQL,
 }
@@ -221,14 +227,12 @@ def ensure_worker_parts(cur: Any) -> None:
     """What the batches and index builds of this version write to and a ledger begun by an
     older version lacks; workers call this too, so they can take over such a run."""
     ensure_step_order(cur)
-    for table, column, add in _LATER_COLUMNS:
-        cur.execute(
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
-            "to_regclass('uuid_migration.' || %s) AND attname = %s AND NOT attisdropped)",
-            (table, column),
-        )
-        if cur.fetchone()[0]:
-            cur.execute(add)
+    cur.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+        "'uuid_migration.stages'::regclass AND attname = 'handed_off_at' AND NOT attisdropped)"
+    )
+    if cur.fetchone()[0]:
+        cur.execute(_HANDOFF_SQL)
     for name, create in _LATER_TABLES.items():
         if not table_exists(cur, name):
             cur.execute(create)

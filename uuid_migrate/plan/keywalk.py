@@ -14,7 +14,7 @@ from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified, regclass_text
 from uuid_migrate.plan.cuts import Cut
-from uuid_migrate.plan.ranges import KeyRange, ranges_from_bounds
+from uuid_migrate.plan.ranges import KeyRange, lower_half, ranges_from_bounds
 
 #: Alias of the walked table in every statement here.
 _T = sql.Identifier("t")
@@ -61,7 +61,7 @@ def walk_ranges(
         for key_range, rows in _block_ranges(cur, schema, table, cut, size):
             yield key_range, rows, None
         return
-    half = size // 2
+    half = lower_half(size)
     lower: str | None = None
     while True:
         middle = nth_key(cur, schema, table, cut, KeyRange(lower, None), half) if half else None
@@ -89,7 +89,7 @@ def median(
         high = int(key_range.upper) if key_range.upper is not None else block_count(cur, schema, table)
         middle = (low + high) // 2
         return str(middle) if low < middle < high else None
-    return nth_key(cur, schema, table, cut, key_range, rows // 2)
+    return nth_key(cur, schema, table, cut, key_range, lower_half(rows))
 
 
 def block_count(cur: Any, schema: str, table: str) -> int:

@@ -25,6 +25,12 @@ class KeyRange:
         return f"({low}, {high}]"
 
 
+def lower_half(rows: int) -> int:
+    """The rows below the cut of a range of `rows` rows cut in two. The planner's middle key,
+    a split's median and the halves' planned rows all follow it, so they agree."""
+    return rows // 2
+
+
 def ranges_from_bounds(bounds: Iterable[str]) -> Iterator[KeyRange]:
     """Cut points b1 < b2 < ... into (-inf, b1], (b1, b2], ..., (bk, +inf), lazily."""
     lower: str | None = None
