@@ -3,8 +3,9 @@ is needed, automatically.
 
 The range is cut at its median key: for a cut before it runs, the one the planner's walk
 found in its middle (`ledger.batch_middles`); otherwise found by walking the key in index
-order (never by arithmetic on ids). The parent is marked `split` and the two halves become new batches with
-new numbers, in one transaction, so the ledger always shows the whole lineage.
+order (never by arithmetic on ids). The parent is marked `split` and the two halves become
+new batches with new numbers, in one transaction, so the ledger always shows the whole
+lineage.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ def split_batch(
             conn.commit()
             return halves
         where = (*plan.where(stage.table), cut_of(plan.table(stage.table)), batch.key_range)
-        median = batch_middles.middle_of(cur, batch) if rows and batch.upper is not None else None
-        if median is None:
-            if rows is None or batch.upper is None:
-                rows = keywalk.rows_in(cur, *where)
+        if rows is None or batch.upper is None:  # a timeout's split, or the last batch
+            rows = keywalk.rows_in(cur, *where)
+            median = keywalk.median(cur, *where, rows)
+        elif (median := batch_middles.middle_of(cur, batch)) is None:
             median = keywalk.median(cur, *where, rows)
         if rows <= min_rows or median is None or median == batch.upper:
             conn.rollback()
