@@ -21,6 +21,7 @@ from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import discovery
 from uuid_migrate.plan.cuts import RowSet, cut_of
 from uuid_migrate.plan.stages import stages
+from uuid_migrate.progression import final_validation
 
 from .helpers import rows, scalar
 
@@ -149,3 +150,41 @@ def test_the_sweep_fixes_exactly_the_rows_that_raced_and_leaves_the_rest(conn, s
     assert set(again.values()) == {0}, again
     assert took < 3.0, took  # a wait for the held rows would take 8 lock timeouts and backoffs
     assert _versions(conn) == after
+
+
+@pytest.mark.e2e
+def test_the_runs_validation_sweeps_what_its_scans_find_and_passes(conn, settings):
+    """Stages nothing waits for are swept by the run's validation, which sweeps any table
+    its scans find rows of the sweep's in: the report is built again after, and passes."""
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA)
+    assert commands.run(settings, workers=2, out=io.StringIO()).status == RunStatus.SUCCEEDED
+    work = db.connect(settings.database_url)
+    try:
+        with work.cursor() as cur:
+            run_id = runs.latest_run(cur)["run_id"]
+            stage_map = plan_of_run(cur, run_id)[1]
+        work.commit()
+        assert {s.name: sweep.swept_at_close(s, stage_map) for s in stage_map.values()} == {
+            "users": True, "posts": False, "seats:references": False, "audit:references": False,
+        }  # fmt: skip
+        with conn.cursor() as cur:
+            cur.execute(RACED)
+            cur.execute("UPDATE uuid_migration.runs SET status = 'validating', finished_at = NULL")
+        before = _versions(conn)
+
+        report = final_validation.finish_validation(work, run_id)
+    finally:
+        work.close()
+
+    assert report["overallStatus"] == "passed", [c for c in report["checks"] if c["status"] == "failed"]
+    after = _versions(conn)
+    for table, names in TOUCHED.items():
+        changed = {n for n in before[table] if before[table][n] != after[table][n]}
+        assert changed == names, table
+    assert scalar(conn, "SELECT status FROM uuid_migration.runs") == RunStatus.SUCCEEDED
+    assert scalar(
+        conn, "SELECT report->>'overallStatus' FROM uuid_migration.reports ORDER BY id DESC LIMIT 1"
+    ) == "passed"  # fmt: skip
+    assert scalar(conn, "SELECT count(*) FROM posts p LEFT JOIN users u ON u.id = p.user_id "
+                  "WHERE p.uuid_id IS NULL OR p.user_uuid_id IS DISTINCT FROM u.uuid_id") == 0  # fmt: skip

@@ -14,8 +14,9 @@ import pytest
 from producer import commands, status_command, validate_command
 from uuid_migrate import db
 from uuid_migrate.execution import batch_run
+from uuid_migrate.execution.attempt import plan_of_run
 from uuid_migrate.ledger.states import RunStatus
-from uuid_migrate.verification import scan_settings
+from uuid_migrate.verification import scan_settings, table_scan
 
 from .helpers import SIZE, rows, run_clinic, scalar
 from .test_cli_and_batches import uuid_migrate
@@ -203,3 +204,42 @@ def test_validate_says_what_is_wrong_in_one_line(settings):
     result = uuid_migrate("validate", "--plan", "/nonexistent.toml", DATABASE_URL=settings.database_url)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_scan_compares_pairs_by_checksum_and_counts_exactly_when_they_differ(clinic, settings):
+    """A table's scan takes its mapping counts from two checksums when they agree, and from
+    the join when not: either way the counts are those our own SQL finds."""
+    result = run_clinic(settings)
+    with clinic.cursor() as cur:
+        plan = plan_of_run(cur, result.run_id)[0]
+    relations = tuple(plan.relations_of("dashboards"))
+
+    def scanned() -> tuple[table_scan.TableScan, tuple[int, int, int]]:
+        with clinic.cursor() as cur:
+            found = table_scan.scan_table(cur, plan, "dashboards", True, relations)
+            assert found == table_scan._exact(cur, plan, "dashboards", relations)
+        own = rows(
+            clinic,
+            "SELECT count(*) FILTER (WHERE m.new_id IS DISTINCT FROM d.uuid_id), count(m.old_id), "
+            "(SELECT count(*) FROM id_mappings WHERE table_name = 'dashboards') "
+            "FROM dashboards d LEFT JOIN id_mappings m "
+            "ON m.table_name = 'dashboards' AND m.old_id = d.id",
+        )[0]
+        return found, own
+
+    found, own = scanned()
+    assert (found.disagreeing, found.mapped, found.mappings) == own == (0, SIZE.dashboards, SIZE.dashboards)
+    first, second, third = [r[0] for r in rows(clinic, "SELECT id FROM dashboards ORDER BY id LIMIT 3")]
+    with clinic.cursor() as cur:  # one mapping names another UUID, a row is deleted (its
+        # mapping stays), a row lost its UUID: as many rows in the pairs as mappings less one
+        cur.execute("UPDATE id_mappings SET new_id = gen_random_uuid() WHERE old_id = %s", (first,))
+        cur.execute("DELETE FROM dashboards WHERE id = %s", (second,))
+        cur.execute("UPDATE dashboards SET uuid_id = NULL WHERE id = %s", (third,))
+    found, own = scanned()
+    assert (found.disagreeing, found.mapped, found.mappings) == own
+    assert own == (2, SIZE.dashboards - 1, SIZE.dashboards)
+    assert found.migrated == found.total - 1 == SIZE.dashboards - 2
+
+    report = validate_command.validate(settings)
+    assert check(report, "id_mappings_of_deleted_rows", "dashboards")["actual"] == 1
+    assert check(report, "id_mappings_agree", "dashboards")["sample"] == sorted([first, third])

@@ -15,7 +15,7 @@ from uuid_migrate.execution import batch_run
 from uuid_migrate.execution.attempt import BatchOutcome
 from uuid_migrate.execution.heartbeat import Heartbeat
 from uuid_migrate.ledger import runs, tables
-from uuid_migrate.progression import advance, closing
+from uuid_migrate.progression import advance, closing, final_validation
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.recovery.breaker import check_circuit
 from uuid_migrate.redis_store import client
@@ -219,7 +219,7 @@ def stage_index(self: Task, run_id: str, stage: str) -> dict[str, Any]:
 @app.task(name=dispatch.VALIDATE_TASK, **_CALLBACK)
 def validate(self: Task, run_id: str) -> dict[str, Any]:
     """The run's final post-migration validation, stored in the ledger."""
-    report = _retried(self, lambda: advance.finish_validation(runtime.database(settings), run_id))
+    report = _retried(self, lambda: final_validation.finish_validation(runtime.database(settings), run_id))
     if report is None:
         return {"run_id": run_id, "overallStatus": "unknown"}
     return {

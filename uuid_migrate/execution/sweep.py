@@ -11,6 +11,9 @@ batch's size at a time, each chunk one short transaction with the batches' lock 
 tried again after a backoff while the application holds a row; the run's fence is checked as
 a batch checks it. Then the rows are looked for again, a bounded number of times: whatever
 still races after that is for validation to report.
+
+A stage no other stage waits for is not swept as it closes but by the run's final validation,
+whose scan of the table finds the same rows (`swept_at_close`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ SWEEP_BACKOFF_MS, SWEEP_BACKOFF_MAX_MS = 200, 5000
 #: Rows found at most per look, and how many looks (each fixing what it found) at most.
 SWEEP_ROWS_PER_PASS = 100_000
 SWEEP_PASSES = 3
+
+
+def swept_at_close(stage: Stage, stage_map: dict[str, Stage]) -> bool:
+    """Whether a stage is swept as it closes: only when another stage waits for it (for its
+    UUIDs, all there once swept). The run's validation scans every table for the sweep's
+    rows anyway, and sweeps the tables where it finds some (`progression.final_validation`):
+    for a stage nothing waits for, that one pass does both."""
+    return any(stage.name in other.depends_on for other in stage_map.values())
 
 
 def sweep_stage(

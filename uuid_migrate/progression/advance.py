@@ -23,8 +23,6 @@ from uuid_migrate.plan.stages import BACKFILL
 from uuid_migrate.progression import checkpoint, outcomes
 from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next
-from uuid_migrate.verification import scan_settings
-from uuid_migrate.verification.validation import validate_run
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,10 @@ def after_page(
     if outcome == StageStatus.SUCCEEDED and stage_map[stage].kind == BACKFILL:
         swept = row["handed_off_at"] is not None
         return Next(sweeps=[] if swept else [stage], indexes=[stage])  # see `closing`
-    swept = outcome == StageStatus.SUCCEEDED and sweep.sweep_stage(
-        conn, plan, stage_map[stage], run_id, lock_timeout_ms
+    swept = (
+        outcome == StageStatus.SUCCEEDED
+        and sweep.swept_at_close(stage_map[stage], stage_map)
+        and sweep.sweep_stage(conn, plan, stage_map[stage], run_id, lock_timeout_ms)
     )
     if swept is None:
         return Next()  # rolled back meanwhile
@@ -166,26 +166,6 @@ def resume(conn: Any, progress: Progress | None, run_id: str, page_size: int) ->
     nxt.pages = pages + nxt.pages
     publish_checkpoints(conn, progress, run_id, None)
     return nxt
-
-
-def finish_validation(conn: Any, run_id: str) -> dict[str, Any] | None:
-    """Build and store the post-migration report, then close the run by its verdict."""
-    with conn.cursor() as cur:
-        known = plan_of_run(cur, run_id)
-    conn.commit()
-    if known is not None:  # before the run's lock: its own short transaction
-        scan_settings.refresh_mapping_statistics(conn, known[0])
-    with conn.cursor() as cur:
-        runs.lock_run(cur, run_id)
-        run = runs.get_run(cur, run_id)
-        known = plan_of_run(cur, run_id)
-        if known is None or run["status"] != RunStatus.VALIDATING:
-            conn.rollback()
-            return None  # a duplicate delivery, or the run was rolled back meanwhile
-        report = validate_run(cur, run_id, known[0])
-        runs.finish_validation(cur, run_id, passed=report["overallStatus"] == "passed")
-    conn.commit()
-    return report
 
 
 def publish_checkpoints(

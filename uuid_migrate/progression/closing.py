@@ -5,7 +5,8 @@ at once (the page's callback sends the index as a task, then sweeps by itself; a
 pass sends both):
 - the sweep (`sweep_and_hand_off`): the rows that raced with the triggers fixed, then the
   hand-off: the stages depending on the table start, since their translations need its
-  UUIDs (all there now), not its index;
+  UUIDs (all there now), not its index; a stage nothing depends on is handed off at once and
+  swept by the run's validation (`sweep.swept_at_close`);
 - the unique index on `uuid_id` (`build_stage_index`), built concurrently meanwhile; it only
   proves the UUIDs unique.
 Each marks its own part done in the ledger (the hand-off; the index's step record and the
@@ -55,12 +56,17 @@ def sweep_and_hand_off(
     owed = _owed(conn, run_id, stage)
     if owed is None or owed[2]["handed_off_at"] is not None:
         return Next()
-    plan, planned, row = owed
+    plan, stage_map, row = owed
+    planned = stage_map[stage]
     with _sweep_lock(conn, run_id, stage) as held:
         again = _owed(conn, run_id, stage) if held else None  # a sweep that ended meanwhile
         if again is None or again[2]["handed_off_at"] is not None:
             return Next()
-        swept = sweep.sweep_stage(conn, plan, planned, run_id, lock_timeout_ms)
+        swept = (
+            sweep.sweep_stage(conn, plan, planned, run_id, lock_timeout_ms)
+            if sweep.swept_at_close(planned, stage_map)
+            else 0
+        )
         if swept is None:
             return Next()  # rolled back meanwhile
         nxt = hand_off(conn, progress, run_id, stage, page_size)
@@ -127,8 +133,10 @@ def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> str 
         conn.close()
 
 
-def _owed(conn: Any, run_id: str, stage: str) -> tuple[Plan, Stage, dict[str, Any]] | None:
-    """(the run's plan, the stage in it, its ledger row) while the run runs and the stage is
+def _owed(
+    conn: Any, run_id: str, stage: str
+) -> tuple[Plan, dict[str, Stage], dict[str, Any]] | None:
+    """(the run's plan, its stages by name, the stage's ledger row) while the run runs and the stage is
     running with all its batches done; None otherwise."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
@@ -139,7 +147,7 @@ def _owed(conn: Any, run_id: str, stage: str) -> tuple[Plan, Stage, dict[str, An
     if run is None or run["status"] != RunStatus.RUNNING or not known or not done:
         return None
     plan, stage_map = known
-    return (plan, stage_map[stage], row) if row["status"] == StageStatus.RUNNING else None
+    return (plan, stage_map, row) if row["status"] == StageStatus.RUNNING else None
 
 
 @contextlib.contextmanager

@@ -1,5 +1,15 @@
 """One pass over a table for every post-migration count: FILTER aggregates over the table
-joined to its mappings and to the parent of each reference checked.
+joined to the parent of each reference checked, and, in the same statement (one snapshot),
+the table's rows of id_mappings.
+
+Whether each row's mapping names its `uuid_id` is first checked without joining id_mappings:
+the pairs (row id, `uuid_id`) of the table's rows that have one and the pairs (old_id, new_id)
+of its mappings are compared as two sets, by their number and the sum of a 64-bit hash of
+each pair. Equal, they are the same pairs (a difference that sums to nothing would take two
+64-bit hashes to collide): every row with a UUID has its mapping naming it, no row without one
+has a mapping, no mapping is left of a deleted row. That saves hashing the whole table against
+its mappings, which is most of a scan's cost. When they differ (a deleted row's mapping, a
+broken one), the scan runs again joined to id_mappings and counts exactly.
 
 Each join matches at most one row per table row (id_mappings is unique on (table_name,
 old_id), a parent on the column a reference names), so the pass counts table rows exactly as
@@ -40,23 +50,58 @@ class TableScan:
     #: Rows that have their mapping.
     mapped: int | None = None
     relations: tuple[RelationCounts, ...] = ()
+    #: The table's rows of id_mappings, those of deleted rows included.
+    mappings: int | None = None
 
 
 def scan_table(
     cur: Any, plan: Plan, table: str, with_uuid: bool, relations: tuple[Relation, ...]
 ) -> TableScan:
-    """Count everything the checks of `table` need in one statement."""
+    """Count everything the checks of `table` need: one statement, two when its pairs and
+    its mappings' differ."""
+    if not with_uuid:
+        row = _scan(cur, plan, table, [], relations)
+        return TableScan(row[0], relations=_relation_pairs(row[1:], relations))
     names = table_names(plan, table)
-    columns, joins, params = [sql.SQL("count(*)")], [], []
-    if with_uuid:
-        columns += [
-            sql.SQL("count({c}.{u})").format(**names),
-            sql.SQL("count(*) FILTER (WHERE mp.new_id IS DISTINCT FROM {c}.{u})").format(**names),
-            sql.SQL("count(mp.old_id)"),
-        ]
-    for i, rel in enumerate(relations):
-        columns += _relation_counts(plan, rel, i, names)
-    if with_uuid:
+    pairs = [
+        sql.SQL("count({c}.{u})").format(**names),
+        sql.SQL("coalesce(sum({h}) FILTER (WHERE {c}.{u} IS NOT NULL), 0)").format(
+            h=_pair_hash(names["row"], sql.SQL("{c}.{u}").format(**names)), **names
+        ),
+    ]
+    row = _scan(cur, plan, table, pairs, relations, with_mapping_hash=True)
+    total, migrated, pair_sum, *rest = row
+    counted, mappings, mapping_sum = rest[:-2], rest[-2], rest[-1]
+    if (migrated, pair_sum) == (mappings, mapping_sum):
+        found = _relation_pairs(counted, relations)
+        return TableScan(total, migrated, 0, migrated, found, mappings)
+    return _exact(cur, plan, table, relations)
+
+
+def _exact(cur: Any, plan: Plan, table: str, relations: tuple[Relation, ...]) -> TableScan:
+    """The scan joined to id_mappings: each row's mapping looked up."""
+    names = table_names(plan, table)
+    joined = [
+        sql.SQL("count({c}.{u})").format(**names),
+        sql.SQL("count(*) FILTER (WHERE mp.new_id IS DISTINCT FROM {c}.{u})").format(**names),
+        sql.SQL("count(mp.old_id)"),
+    ]
+    row = _scan(cur, plan, table, joined, relations, join_mappings=True)
+    total, migrated, disagreeing, mapped, *rest = row
+    found = _relation_pairs(rest[:-1], relations)
+    return TableScan(total, migrated, disagreeing, mapped, found, rest[-1])
+
+
+def _scan(
+    cur: Any, plan: Plan, table: str, columns: list[sql.Composable],
+    relations: tuple[Relation, ...], join_mappings: bool = False, with_mapping_hash: bool = False,
+) -> list[Any]:  # fmt: skip
+    """One statement: count(*), `columns` and each reference's counts over the table (joined
+    to its mappings with `join_mappings`); then, with a `uuid_id`, the table's mappings:
+    their number (and the sum of their pairs' hashes with `with_mapping_hash`)."""
+    names = table_names(plan, table)
+    counts, joins, params = [sql.SQL("count(*)"), *columns], [], []
+    if join_mappings:
         joins.append(
             sql.SQL("LEFT JOIN {m} AS mp ON mp.table_name = %s AND mp.old_id = {row}").format(
                 **names
@@ -64,20 +109,40 @@ def scan_table(
         )
         params.append(table)
     for i, rel in enumerate(relations):
+        counts += _relation_counts(plan, rel, i, names)
         found, values = _relation_joins(plan, rel, i, names)
         joins += found
         params += values
-    cur.execute(
-        sql.SQL("SELECT {} FROM {} AS {} {}").format(
-            sql.SQL(", ").join(columns), names["t"], ROW, sql.SQL(" ").join(joins)
-        ),
-        params,
+    query = sql.SQL("SELECT {} FROM {} AS {} {}").format(
+        sql.SQL(", ").join(counts), names["t"], ROW, sql.SQL(" ").join(joins)
     )
-    row = [int(v) for v in cur.fetchone()]
-    figures = row[1:4] if with_uuid else [None, None, None]
-    rest = row[4:] if with_uuid else row[1:]
-    pairs = tuple(RelationCounts(rest[2 * i], rest[2 * i + 1]) for i in range(len(relations)))
-    return TableScan(row[0], *figures, relations=pairs)
+    if columns:
+        query, params = _with_mappings(query, params, names, table, with_mapping_hash)
+    cur.execute(query, params)
+    return [v if isinstance(v, str) else int(v) for v in cur.fetchone()]
+
+
+def _with_mappings(
+    query: sql.Composed, params: list[Any], names: dict[str, Any], table: str, hashed: bool
+) -> tuple[sql.Composed, list[Any]]:
+    """The scan beside the table's mappings (counted, and their pairs' hashes summed)."""
+    pair = _pair_hash(sql.SQL("mp.old_id"), sql.SQL("mp.new_id"))
+    mapping_sum = sql.SQL(", coalesce(sum({}), 0)").format(pair) if hashed else sql.SQL("")
+    joined = sql.SQL(
+        "SELECT s.*, m.* FROM ({scan}) AS s, "
+        "(SELECT count(*){sum} FROM {m} AS mp WHERE mp.table_name = %s) AS m"
+    ).format(scan=query, sum=mapping_sum, m=names["m"])
+    return joined, [*params, table]
+
+
+def _pair_hash(row_id: sql.Composable, uuid: sql.Composable) -> sql.Composed:
+    """A 64-bit hash of (row id, UUID) as one text: the UUID's text has a fixed length, so the
+    pair is never ambiguous."""
+    return sql.SQL("hashtextextended({} || {}::text, 0)").format(row_id, uuid)
+
+
+def _relation_pairs(values: list[int], relations: tuple[Relation, ...]) -> tuple[RelationCounts, ...]:
+    return tuple(RelationCounts(values[2 * i], values[2 * i + 1]) for i in range(len(relations)))
 
 
 def _relation_counts(plan: Plan, rel: Relation, i: int, names: dict[str, Any]) -> list[sql.Composed]:
@@ -116,17 +181,3 @@ def _relation_joins(
 
 def _alias(kind: str, i: int) -> sql.Identifier:
     return sql.Identifier(f"{kind}{i}")
-
-
-def mappings_by_table(cur: Any, plan: Plan, tables: list[str]) -> dict[str, int]:
-    """How many id_mappings rows each table has (one pass over id_mappings)."""
-    if not tables:
-        return {}
-    cur.execute(
-        sql.SQL(
-            "SELECT table_name, count(*) FROM {m} WHERE table_name = ANY(%s) GROUP BY 1"
-        ).format(m=table_names(plan, tables[0])["m"]),
-        (tables,),
-    )
-    found = {name: int(n) for name, n in cur.fetchall()}
-    return {name: found.get(name, 0) for name in tables}

@@ -32,7 +32,7 @@ from uuid_migrate.verification.report import (
     notice,
     verdict,
 )
-from uuid_migrate.verification.table_scan import TableScan, mappings_by_table, scan_table
+from uuid_migrate.verification.table_scan import TableScan, scan_table
 
 _PHASE_OF_STATUS = {
     RunStatus.SUCCEEDED: POST,
@@ -68,10 +68,9 @@ def post_migration_report(
     done = {t.name for t in plan.tables} if finished is None else finished
     checked = [r for r in plan.relations if r.table in done and _references_done(plan, r.table, done)]
     scans = _scans(cur, plan, checked)
-    complete = [t.name for t in plan.migrated() if t.name in done and scans[t.name].mapped is not None]
-    mapped = mappings_by_table(cur, plan, complete)
     for table in plan.migrated():
-        checks += _uuid_checks(cur, plan, table.name, scans[table.name], mapped.get(table.name))
+        complete = table.name in done
+        checks += _uuid_checks(cur, plan, table.name, scans[table.name], complete)
     for rel in checked:
         counts = scans[rel.table].relations[_position(plan, rel, checked)]
         checks += [
@@ -140,22 +139,22 @@ def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
 
 
 def _uuid_checks(
-    cur: Any, plan: Plan, table: str, scan: TableScan, mappings: int | None
+    cur: Any, plan: Plan, table: str, scan: TableScan, complete: bool
 ) -> list[CheckResult]:
     """The checks of a table's `uuid_id` and mappings, from its scan; those of completeness
-    only when the table is finished (`mappings`: how many id_mappings rows it has)."""
+    only when the table is finished."""
     if scan.mapped is None:
         return [verdict("uuid_column", table, UUID_COLUMN, "missing", [UUID_COLUMN])]
     checks = [
         post.uuid_unique(cur, plan, table, all_agree=scan.disagreeing == 0),
         post.mappings_agree(cur, plan, table, scan.disagreeing),
     ]
-    if mappings is not None:
+    if complete:
         rows = scan.total
         checks += [
             post.rows_without_uuid(cur, plan, table, rows - scan.migrated),
             post.mappings_one_per_row(cur, plan, table, rows, scan.mapped),
-            post.mappings_of_deleted_rows(cur, plan, table, mappings - scan.mapped),
+            post.mappings_of_deleted_rows(cur, plan, table, scan.mappings - scan.mapped),
             post.uuid_index_valid(cur, plan, table),
             *post.extra_columns_present(cur, plan, table),
         ]
