@@ -104,6 +104,16 @@ def hand_off(cur: Any, run_id: str, stage_name: str) -> bool:
     return cur.fetchone() is not None
 
 
+def any_before_hand_off(cur: Any, run_id: str) -> bool:
+    """Whether a stage of the run is still to start, or running and not handed off."""
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM uuid_migration.stages WHERE run_id = %s "
+        "AND status IN ('pending', 'running') AND handed_off_at IS NULL)",
+        (run_id,),
+    )
+    return bool(cur.fetchone()[0])
+
+
 def finish(cur: Any, run_id: str, stage_name: str, status: StageStatus) -> bool:
     """running -> succeeded | failed; False if another caller already did."""
     cur.execute(

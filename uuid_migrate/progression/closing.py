@@ -40,7 +40,7 @@ from uuid_migrate.progression.live import Progress
 from uuid_migrate.progression.work import Next
 from uuid_migrate.schema.apply import apply_step, discard_failed_build
 from uuid_migrate.schema.steps import uuid_index
-from uuid_migrate.verification import post_checks
+from uuid_migrate.verification import post_checks, scan_settings
 
 ConnFactory = Callable[[], Any]
 #: What `build_unique_index` returns when another session holds the index's lock.
@@ -62,14 +62,14 @@ def sweep_and_hand_off(
         again = _owed(conn, run_id, stage) if held else None  # a sweep that ended meanwhile
         if again is None or again[2]["handed_off_at"] is not None:
             return Next()
-        swept = (
-            sweep.sweep_stage(conn, plan, planned, run_id, lock_timeout_ms)
-            if sweep.swept_at_close(planned, stage_map)
-            else 0
-        )
+        at_close = sweep.swept_at_close(planned, stage_map)
+        swept = sweep.sweep_stage(conn, plan, planned, run_id, lock_timeout_ms) if at_close else 0
         if swept is None:
             return Next()  # rolled back meanwhile
         nxt = hand_off(conn, progress, run_id, stage, page_size)
+    if not at_close and _last_handed_off(conn, run_id):
+        # The validation comes next: id_mappings' statistics, refreshed while the index builds.
+        scan_settings.refresh_mapping_statistics(conn, plan)
     try:  # the pages above are owed whatever happens now: an index task closes it otherwise
         if _index_valid(conn, plan, row["table"]):
             nxt.merge(close_stage(conn, progress, run_id, stage, StageStatus.SUCCEEDED, page_size))
@@ -167,6 +167,14 @@ def _sweep_lock(conn: Any, run_id: str, stage: str) -> Iterator[bool]:
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
             conn.commit()
+
+
+def _last_handed_off(conn: Any, run_id: str) -> bool:
+    """Whether no stage of the run has batches or a sweep still to come."""
+    with conn.cursor() as cur:
+        last = not stages.any_before_hand_off(cur, run_id)
+    conn.commit()
+    return last
 
 
 def _index_valid(conn: Any, plan: Plan, table: str) -> bool:
