@@ -23,7 +23,7 @@ from uuid_migrate.errors import PlanError
 from uuid_migrate.ledger.states import RunStatus
 from uuid_migrate.plan import discovery
 from uuid_migrate.plan.plan_data import from_dict
-from uuid_migrate.verification import post_checks
+from uuid_migrate.verification import post_checks, table_scan
 
 from .helpers import database_dump, rows, scalar
 
@@ -284,9 +284,11 @@ def _assert_a_renamed_key_loses_its_mapping(settings, run_id: str, table: str, o
         cur.execute(f"ALTER TABLE {table} DISABLE TRIGGER zz_uuid_migrate_update")
         cur.execute(f"UPDATE {table} SET id = %s WHERE id = %s", (old, new))
         check = post_checks.mappings_agree(cur, plan, table)
+        scanned = table_scan.scan_table(cur, plan, table, True, ())  # by checksums first
         other.rollback()
     assert (carried.status, mapped) == ("passed", [new])
     assert (check.status, check.actual, check.sample) == ("failed", 1, [old])
+    assert (scanned.disagreeing, scanned.mapped) == (1, scanned.total - 1)
 
 
 def _assert_batches_cover_the_key(conn, run_id: str, table: str) -> None:

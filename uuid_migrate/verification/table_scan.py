@@ -137,8 +137,9 @@ def _with_mappings(
 
 def _pair_hash(row_id: sql.Composable, uuid: sql.Composable) -> sql.Composed:
     """A 64-bit hash of (row id, UUID) as one text: the UUID's text has a fixed length, so the
-    pair is never ambiguous."""
-    return sql.SQL("hashtextextended({} || {}::text, 0)").format(row_id, uuid)
+    pair is never ambiguous. Under "C": a nondeterministic collation of an application's
+    id_mappings.old_id would hash ids equal but for case alike."""
+    return sql.SQL('hashtextextended(({} || {}::text) COLLATE "C", 0)').format(row_id, uuid)
 
 
 def _relation_pairs(values: list[int], relations: tuple[Relation, ...]) -> tuple[RelationCounts, ...]:
