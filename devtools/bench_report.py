@@ -109,7 +109,8 @@ def size_section(size: dict[str, Any], workers: int) -> str:
         "After a table's last batch, the callback that closes its stage (the page's, or a "
         "reconciler pass) waits in the queue behind the batches already sent, then sends a task "
         "for the table's unique index on `uuid_id` and sweeps the table (to its hand-off in the "
-        "ledger, when the tables depending on it start); the index is built beside the sweep "
+        "ledger, when the tables depending on it start; a table nothing waits for is handed off "
+        "at once, and swept by the validation); the index is built beside the sweep "
         "(from the sweep's start to the index's record in the ledger, its task's wait in the "
         "queue included). This overlaps other tables' batches and makes up the hand-offs and "
         "the closing phase above (`devtools/bench_phases.py`).",

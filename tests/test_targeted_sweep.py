@@ -168,6 +168,17 @@ def test_the_runs_validation_sweeps_what_its_scans_find_and_passes(conn, setting
         assert {s.name: sweep.swept_at_close(s, stage_map) for s in stage_map.values()} == {
             "users": True, "posts": False, "seats:references": False, "audit:references": False,
         }  # fmt: skip
+        plan = plan_of_run(work.cursor(), run_id)[0]
+        work.rollback()
+
+        def owed(*failed: tuple[str, str]) -> list[str]:
+            checks = [{"name": n, "table": t, "status": "failed"} for n, t in failed]
+            return [s.name for s in final_validation.unswept_stages(plan, stage_map, {"checks": checks})]
+
+        # a parent swept makes its children's translations stale: they are swept after it
+        assert owed(("rows_without_uuid", "users")) == list(stage_map)
+        assert owed(("references_translated", "posts.user_id")) == ["posts"]
+        assert owed(("orphans_recorded", "audit.actor"), ("uuid_unique", "users")) == ["audit:references"]
         with conn.cursor() as cur:
             cur.execute(RACED)
             cur.execute("UPDATE uuid_migration.runs SET status = 'validating', finished_at = NULL")
@@ -188,3 +199,39 @@ def test_the_runs_validation_sweeps_what_its_scans_find_and_passes(conn, setting
     ) == "passed"  # fmt: skip
     assert scalar(conn, "SELECT count(*) FROM posts p LEFT JOIN users u ON u.id = p.user_id "
                   "WHERE p.uuid_id IS NULL OR p.user_uuid_id IS DISTINCT FROM u.uuid_id") == 0  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_a_row_the_application_keeps_locked_through_the_validations_sweep_is_named(conn, settings):
+    """The validation's sweep gives up on a row held through all its tries: the report is
+    built again without it and names it, the run ends failed, nothing raises."""
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA)
+    assert commands.run(settings, workers=2, out=io.StringIO()).status == RunStatus.SUCCEEDED
+    with conn.cursor() as cur:
+        cur.execute(RACED)
+        cur.execute("UPDATE uuid_migration.runs SET status = 'validating', finished_at = NULL")
+    holder = db.connect(settings.database_url)
+    work = db.connect(settings.database_url)
+    try:
+        with holder.cursor() as cur:  # the application holds one raced post
+            cur.execute("SELECT 1 FROM posts WHERE id = 'p_late' FOR UPDATE")
+        with work.cursor() as cur:
+            run_id = runs.latest_run(cur)["run_id"]
+        work.commit()
+        report = final_validation.finish_validation(work, run_id, 20, sleep=lambda _: None)
+    finally:
+        holder.rollback()
+        holder.close()
+        work.close()
+
+    failed = {(c["name"], c["table"]): c for c in report["checks"] if c["status"] == "failed"}
+    assert set(failed) == {
+        ("rows_without_uuid", "posts"), ("id_mappings_one_per_row", "posts"),
+        ("references_translated", "posts.user_id"),
+    }  # fmt: skip
+    assert failed[("rows_without_uuid", "posts")]["sample"] == ["p_late"]
+    # the held row's chunk was left whole: its other raced posts too
+    assert failed[("references_translated", "posts.user_id")]["sample"] == ["p450", "p7", "p_late"]
+    assert scalar(conn, "SELECT status FROM uuid_migration.runs") == RunStatus.FAILED
+    assert scalar(conn, "SELECT count(*) FROM users WHERE uuid_id IS NULL") == 0  # swept

@@ -63,8 +63,9 @@ def after_page(
     end: int, page_size: int, lock_timeout_ms: int = sweep.SWEEP_LOCK_TIMEOUT_MS,
 ) -> Next:  # fmt: skip
     """A chord finished page `end` of a stage: send the next page, or close the stage once its
-    final sweep has fixed what raced with the triggers (a table's backfill: its sweep and its
-    unique index are owed, as tasks of their own: `closing`)."""
+    final sweep has fixed what raced with the triggers, where another stage waits for it
+    (`sweep.swept_at_close`; a table's backfill: its sweep and its unique index are owed, as
+    tasks of their own: `closing`)."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
         if run is None or run["status"] != RunStatus.RUNNING:

@@ -67,10 +67,10 @@ def sweep_and_hand_off(
         if swept is None:
             return Next()  # rolled back meanwhile
         nxt = hand_off(conn, progress, run_id, stage, page_size)
-    if not at_close and _last_handed_off(conn, run_id):
-        # The validation comes next: id_mappings' statistics, refreshed while the index builds.
-        scan_settings.refresh_mapping_statistics(conn, plan)
     try:  # the pages above are owed whatever happens now: an index task closes it otherwise
+        if not at_close and _last_handed_off(conn, run_id):
+            # The validation comes next: id_mappings' statistics, refreshed while the index builds.
+            scan_settings.refresh_mapping_statistics(conn, plan)
         if _index_valid(conn, plan, row["table"]):
             nxt.merge(close_stage(conn, progress, run_id, stage, StageStatus.SUCCEEDED, page_size))
     except psycopg2.Error:

@@ -67,8 +67,9 @@ def _reopen_finished_failed(cur: Any, run_id: str, table: str | None) -> list[Pa
     Such a stage had handed its table off, so the stages depending on it ran meanwhile, with
     the values that were then fixed by hand: those that finished go back to pending, to start
     again once it is handed off anew; their batches all succeeded, so each only closes again,
-    with a sweep that sees the fixed values. (One still running and handed off, its own index
-    building, is not swept again: validation names what it missed.)"""
+    with a sweep that sees the fixed values (one nothing waits for: the run's validation
+    sweeps it, where its scan finds stale translations). (One still running and handed off,
+    its own index building, is not swept again at close: validation finds what it missed.)"""
     rows = stages.stages(cur, run_id)
     names = [
         row["stage"]

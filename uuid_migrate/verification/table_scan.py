@@ -5,11 +5,12 @@ the table's rows of id_mappings.
 Whether each row's mapping names its `uuid_id` is first checked without joining id_mappings:
 the pairs (row id, `uuid_id`) of the table's rows that have one and the pairs (old_id, new_id)
 of its mappings are compared as two sets, by their number and the sum of a 64-bit hash of
-each pair. Equal, they are the same pairs (a difference that sums to nothing would take two
-64-bit hashes to collide): every row with a UUID has its mapping naming it, no row without one
-has a mapping, no mapping is left of a deleted row. That saves hashing the whole table against
-its mappings, which is most of a scan's cost. When they differ (a deleted row's mapping, a
-broken one), the scan runs again joined to id_mappings and counts exactly.
+each pair. Equal, they are the same pairs (unless the differing pairs' hashes happen to sum to
+the same total, as unlikely as two 64-bit hashes colliding): every row with a UUID has its
+mapping naming it, no row without one has a mapping, no mapping is left of a deleted row.
+That saves hashing the whole table against its mappings, which is most of a scan's cost.
+When they differ (a deleted row's mapping, a broken one), the scan runs again joined to
+id_mappings and counts exactly.
 
 Each join matches at most one row per table row (id_mappings is unique on (table_name,
 old_id), a parent on the column a reference names), so the pass counts table rows exactly as

@@ -12,7 +12,7 @@ from typing import Any
 from psycopg2 import sql
 
 from uuid_migrate.identifiers import qualified
-from uuid_migrate.ledger import added_mappings, figures, reports, runs, snapshots, stages
+from uuid_migrate.ledger import added_mappings, figures, runs, snapshots, stages
 from uuid_migrate.ledger.states import BatchStatus, RunStatus, StageStatus
 from uuid_migrate.plan.model import MAPPING_TABLE, UUID_COLUMN, Plan, Relation
 from uuid_migrate.schema.steps import CreateMappingTable
@@ -129,13 +129,6 @@ def validate_database(cur: Any, plan: Plan, run: dict[str, Any] | None) -> dict[
     if phase == POST:
         return post_migration_report(cur, plan, run["run_id"])
     return post_migration_report(cur, plan, run["run_id"], _finished_tables(cur, run["run_id"]))
-
-
-def validate_run(cur: Any, run_id: str, plan: Plan) -> dict[str, Any]:
-    """The chord's final step: build, store and return the post-migration report."""
-    report = post_migration_report(cur, plan, run_id)
-    reports.store(cur, run_id, POST, report)
-    return report
 
 
 def _uuid_checks(
