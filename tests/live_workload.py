@@ -45,6 +45,10 @@ def assert_in_step(conn: Any) -> None:
         assert stale == 0, child
 
 
+#: The email of the users the application inserts to delete them later, unreferenced.
+LONELY = "gone@example.com"
+
+
 class Application:
     """Threads writing as an application does, each on its own connection: users inserted
     in every key range (md5 keys), dashboards inserted for them and moved to other users,
@@ -79,7 +83,9 @@ class Application:
         except Exception as exc:  # the test reports it
             self.errors.append(repr(exc))
             return
-        users = [r[0] for r in rows(conn, "SELECT id FROM users ORDER BY id")]
+        # not another thread's users nobody references: it may delete them at any time
+        referenced = "SELECT id FROM users WHERE email IS DISTINCT FROM %s ORDER BY id"
+        users = [r[0] for r in rows(conn, referenced, (LONELY,))]
         clinics = [r[0] for r in rows(conn, "SELECT id FROM clinics ORDER BY id")]
         dashboards = [r[0] for r in rows(conn, "SELECT id FROM dashboards ORDER BY id")][n::3]
         providers = [r[0] for r in rows(conn, "SELECT id FROM providers ORDER BY id")][n::3]
@@ -121,7 +127,7 @@ class Application:
             )
             self._count("update")
         elif action == 4:  # a user nobody references, deleted later
-            cur.execute("INSERT INTO users (id, email) VALUES (%s, 'gone@example.com')", (f"usr_{key}",))
+            cur.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (f"usr_{key}", LONELY))
             lonely.append(f"usr_{key}")
             self._count("insert")
         elif action == 5 and lonely:

@@ -216,9 +216,9 @@ def extra_attempts(conn: Any, run_id: str) -> int:
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.NoSuchProcess):  # gone, also between the two looks
         return False
-    return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
 
 
 def start_producer(settings: Settings, *args: str) -> subprocess.Popen[str]:
