@@ -219,9 +219,12 @@ def stage_index(self: Task, run_id: str, stage: str) -> dict[str, Any]:
 @app.task(name=dispatch.VALIDATE_TASK, **_CALLBACK)
 def validate(self: Task, run_id: str) -> dict[str, Any]:
     """The run's final post-migration validation, stored in the ledger."""
-    report = _retried(self, lambda: final_validation.finish_validation(
+    report = _retried(
+        self,
+        lambda: final_validation.finish_validation(
             runtime.database(settings), run_id, settings.batch_lock_timeout_ms
-        ),)
+        ),
+    )
     if report is None:
         return {"run_id": run_id, "overallStatus": "unknown"}
     return {

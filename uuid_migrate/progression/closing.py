@@ -136,8 +136,8 @@ def build_unique_index(index_conn: ConnFactory, run_id: str, index: Any) -> str 
 def _owed(
     conn: Any, run_id: str, stage: str
 ) -> tuple[Plan, dict[str, Stage], dict[str, Any]] | None:
-    """(the run's plan, its stages by name, the stage's ledger row) while the run runs and the stage is
-    running with all its batches done; None otherwise."""
+    """(the run's plan, its stages by name, the stage's ledger row) while the run runs and
+    the stage is running with all its batches done; None otherwise."""
     with conn.cursor() as cur:
         run = runs.get_run(cur, run_id)
         row = stages.stage(cur, run_id, stage)

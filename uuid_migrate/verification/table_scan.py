@@ -120,7 +120,7 @@ def _scan(
     if columns:
         query, params = _with_mappings(query, params, names, table, with_mapping_hash)
     cur.execute(query, params)
-    return [v if isinstance(v, str) else int(v) for v in cur.fetchone()]
+    return [int(v) for v in cur.fetchone()]  # the sums are exact numerics
 
 
 def _with_mappings(
